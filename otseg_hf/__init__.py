@@ -1,0 +1,51 @@
+"""OTSeg and ZegOT for Hugging Face transformers."""
+
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModelForSemanticSegmentation,
+    AutoProcessor,
+)
+from transformers.pipelines import PIPELINE_REGISTRY
+
+from .configuration_otseg import OTSegConfig
+from .image_processing_otseg import OTSegImageProcessor
+from .inference import OTSegSlidingWindowOutput, sliding_window_inference
+from .modeling_otseg import OTSegForSemanticSegmentation, OTSegPreTrainedModel, OTSegSemanticSegmenterOutput
+from .pipeline_otseg import OTSegImageSegmentationPipeline, OTSegZeroShotImageSegmentationPipeline
+from .processing_otseg import OTSegProcessor
+from .sinkhorn import log_sinkhorn
+
+AutoConfig.register(OTSegConfig.model_type, OTSegConfig, exist_ok=True)
+AutoModelForSemanticSegmentation.register(OTSegConfig, OTSegForSemanticSegmentation, exist_ok=True)
+AutoImageProcessor.register(OTSegConfig, image_processor_classes={"pil": OTSegImageProcessor}, exist_ok=True)
+AutoProcessor.register(OTSegConfig, OTSegProcessor, exist_ok=True)
+# saved folders carry the code and an auto_map, so they load with trust_remote_code=True elsewhere
+OTSegConfig.register_for_auto_class()
+OTSegForSemanticSegmentation.register_for_auto_class("AutoModelForSemanticSegmentation")
+OTSegImageProcessor.register_for_auto_class("AutoImageProcessor")
+OTSegProcessor.register_for_auto_class("AutoProcessor")
+# a task transformers does not have; "image-segmentation" is left to transformers (saved folders name
+# OTSegImageSegmentationPipeline in config.custom_pipelines instead)
+PIPELINE_REGISTRY.register_pipeline(
+    "zero-shot-image-segmentation",
+    pipeline_class=OTSegZeroShotImageSegmentationPipeline,
+    pt_model=AutoModelForSemanticSegmentation,
+    type="multimodal",
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "OTSegConfig",
+    "OTSegForSemanticSegmentation",
+    "OTSegImageProcessor",
+    "OTSegImageSegmentationPipeline",
+    "OTSegPreTrainedModel",
+    "OTSegProcessor",
+    "OTSegSemanticSegmenterOutput",
+    "OTSegSlidingWindowOutput",
+    "OTSegZeroShotImageSegmentationPipeline",
+    "log_sinkhorn",
+    "sliding_window_inference",
+]

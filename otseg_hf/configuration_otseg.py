@@ -1,0 +1,304 @@
+"""OTSeg configuration."""
+
+from __future__ import annotations
+
+from transformers import CLIPConfig, CLIPTextConfig, CLIPVisionConfig, PretrainedConfig
+
+VOC_CLASS_NAMES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "tvmonitor",
+)  # fmt: skip
+VOC_UNSEEN_LABEL_IDS = (15, 16, 17, 18, 19)
+
+VOC_PROMPT_TEMPLATES = (
+    "a photo of a {}.",
+    "a portrait of a {}.",
+    "a part of a {}.",
+    "a segment of a {}.",
+    "a photo of small {}.",
+    "a photo of medium {}.",
+)
+# PASCAL Context and COCO-Stuff add two templates to VOC's six.
+CONTEXT_PROMPT_TEMPLATES = VOC_PROMPT_TEMPLATES + ("a photo of large {}.", "a background of a {}.")
+
+
+def default_clip_config() -> CLIPConfig:
+    """CLIP ViT-B/16 at 512 pixels with a 512-d joint space: the OTSeg backbone."""
+    return CLIPConfig(
+        text_config=CLIPTextConfig().to_dict(),
+        vision_config=CLIPVisionConfig(patch_size=16, image_size=512).to_dict(),
+        projection_dim=512,
+    )
+
+
+class OTSegConfig(PretrainedConfig):
+    r"""
+    Configuration of an [`OTSegForSemanticSegmentation`] model. Defaults give the PASCAL VOC inductive
+    recipe of the OTSeg paper (CLIP ViT-B/16 at 512 px, 20 classes, classes 15-19 unseen).
+
+    Args:
+        clip_config (`CLIPConfig` or `dict`, *optional*):
+            The wrapped CLIP. Defaults to ViT-B/16 at image size 512 with projection 512 (not transformers'
+            default CLIP, which is ViT-B/32 at 224).
+        id2label (`dict[int, str]`, *optional*):
+            Class names of the vocabulary, ids 0..K-1. Defaults to the 20 PASCAL VOC classes.
+        label2id (`dict[str, int]`, *optional*):
+            Inverse of `id2label`; derived when not given.
+        seen_label_ids (`list[int]`, *optional*):
+            Ids of the classes seen in training. `None` means fully supervised (every class seen). When not
+            given: VOC's seen classes 0-14 for the default VOC vocabulary, `None` for any other vocabulary.
+        transductive (`bool`, *optional*, defaults to `False`):
+            Whether the model is trained transductively (self-training on unseen pixels with pseudo labels;
+            no seen-class penalty at inference). Needs at least one unseen class.
+        prompt_templates (`list[str]`, *optional*, defaults to VOC's six templates):
+            Text templates, each with one `{}` for the class name; N = their number.
+        num_visual_prompts (`int`, *optional*, defaults to 10):
+            Deep visual prompt tokens per layer (P; the COCO-Stuff recipe uses 100).
+        visual_prompt_depth (`int`, *optional*, defaults to 11):
+            Number of layers after the first that get fresh prompts; at most the number of vision layers - 1.
+        visual_prompt_dropout (`float`, *optional*, defaults to 0.1):
+            Dropout on the projected prompt tokens.
+        prompt_norm_eps (`float`, *optional*, defaults to 1e-6):
+            Epsilon of the prompt layer norm applied after the last vision layer.
+        num_decoder_layers (`int`, *optional*, defaults to 3):
+            Sinkhorn-attention decoder layers.
+        decoder_ffn_dim (`int`, *optional*, defaults to 2048):
+            Hidden size of the decoder feed-forward networks (4 x projection dim).
+        decoder_dropout (`float`, *optional*, defaults to 0.1):
+            Dropout on the decoder residual branches and inside its FFN.
+        attention_dropout (`float`, *optional*, defaults to 0.1):
+            Dropout on the transport plan used as attention.
+        decoder_layer_norm_eps (`float`, *optional*, defaults to 1e-5):
+            Epsilon of the decoder layer norms.
+        sinkhorn_epsilon (`float`, *optional*, defaults to 0.05):
+            Entropic regularisation of every Sinkhorn problem.
+        sinkhorn_max_iter (`int`, *optional*, defaults to 100):
+            Most Sinkhorn iterations.
+        sinkhorn_tol (`float`, *optional*, defaults to 1e-6):
+            Sinkhorn stopping tolerance on mean |u - u_prev|.
+        ensemble_weight (`float`, *optional*, defaults to 0.5):
+            Weight of the decoder logits in the OTSeg+ ensemble; the score logits get 1 - weight.
+        seen_class_penalty (`float`, *optional*, defaults to 0.1):
+            Subtracted from the probabilities of seen classes at inference (inductive models).
+        focal_loss_weight (`float`, *optional*, defaults to 100.0):
+            Weight of the sigmoid focal loss of each path.
+        dice_loss_weight (`float`, *optional*, defaults to 1.0):
+            Weight of the dice loss of each path.
+        focal_alpha (`float`, *optional*, defaults to 0.25):
+            Focal loss alpha.
+        focal_gamma (`float`, *optional*, defaults to 2.0):
+            Focal loss gamma.
+        ignore_index (`int`, *optional*, defaults to 255):
+            Label value of pixels without a class.
+        inference_window_size (`int`, *optional*, defaults to 512):
+            Sliding-window size used by the image processor and evaluation.
+        inference_window_stride (`int`, *optional*, defaults to 426):
+            Sliding-window stride.
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the truncated normal init of the head's linear layers.
+
+    Example:
+
+    ```python
+    >>> from otseg_hf import OTSegConfig, OTSegForSemanticSegmentation
+    >>> config = OTSegConfig()  # VOC inductive, random weights
+    >>> model = OTSegForSemanticSegmentation(config)
+    ```"""
+
+    model_type = "otseg"
+    sub_configs = {"clip_config": CLIPConfig}
+
+    def __init__(
+        self,
+        clip_config: CLIPConfig | dict | None = None,
+        seen_label_ids: list[int] | None | str = "voc_default",
+        transductive: bool = False,
+        prompt_templates: list[str] | None = None,
+        num_visual_prompts: int = 10,
+        visual_prompt_depth: int = 11,
+        visual_prompt_dropout: float = 0.1,
+        prompt_norm_eps: float = 1e-6,
+        num_decoder_layers: int = 3,
+        decoder_ffn_dim: int = 2048,
+        decoder_dropout: float = 0.1,
+        attention_dropout: float = 0.1,
+        decoder_layer_norm_eps: float = 1e-5,
+        sinkhorn_epsilon: float = 0.05,
+        sinkhorn_max_iter: int = 100,
+        sinkhorn_tol: float = 1e-6,
+        ensemble_weight: float = 0.5,
+        seen_class_penalty: float = 0.1,
+        focal_loss_weight: float = 100.0,
+        dice_loss_weight: float = 1.0,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+        ignore_index: int = 255,
+        inference_window_size: int = 512,
+        inference_window_stride: int = 426,
+        initializer_range: float = 0.02,
+        **kwargs,
+    ):
+        if clip_config is None:
+            clip_config = default_clip_config()
+        elif isinstance(clip_config, dict):
+            clip_config = CLIPConfig(**clip_config)
+        elif not isinstance(clip_config, CLIPConfig):
+            raise ValueError(f"clip_config must be a CLIPConfig or a dict, got {type(clip_config).__name__}")
+        self.clip_config = clip_config
+
+        voc_vocabulary = kwargs.get("id2label") is None
+        if voc_vocabulary:
+            kwargs["id2label"] = dict(enumerate(VOC_CLASS_NAMES))
+            kwargs.pop("num_labels", None)
+        if isinstance(seen_label_ids, str):
+            if seen_label_ids != "voc_default":
+                raise ValueError(
+                    f"seen_label_ids must be a list of class ids or None, got {seen_label_ids!r}"
+                )
+            seen_label_ids = (
+                [i for i in range(20) if i not in VOC_UNSEEN_LABEL_IDS] if voc_vocabulary else None
+            )
+        kwargs["id2label"], kwargs["label2id"] = _check_vocabulary(kwargs["id2label"], kwargs.get("label2id"))
+
+        self.seen_label_ids = None if seen_label_ids is None else [int(i) for i in seen_label_ids]
+        self.transductive = bool(transductive)
+        self.prompt_templates = list(VOC_PROMPT_TEMPLATES if prompt_templates is None else prompt_templates)
+        self.num_visual_prompts = num_visual_prompts
+        self.visual_prompt_depth = visual_prompt_depth
+        self.visual_prompt_dropout = visual_prompt_dropout
+        self.prompt_norm_eps = prompt_norm_eps
+        self.num_decoder_layers = num_decoder_layers
+        self.decoder_ffn_dim = decoder_ffn_dim
+        self.decoder_dropout = decoder_dropout
+        self.attention_dropout = attention_dropout
+        self.decoder_layer_norm_eps = decoder_layer_norm_eps
+        self.sinkhorn_epsilon = sinkhorn_epsilon
+        self.sinkhorn_max_iter = sinkhorn_max_iter
+        self.sinkhorn_tol = sinkhorn_tol
+        self.ensemble_weight = ensemble_weight
+        self.seen_class_penalty = seen_class_penalty
+        self.focal_loss_weight = focal_loss_weight
+        self.dice_loss_weight = dice_loss_weight
+        self.focal_alpha = focal_alpha
+        self.focal_gamma = focal_gamma
+        self.ignore_index = ignore_index
+        self.inference_window_size = inference_window_size
+        self.inference_window_stride = inference_window_stride
+        self.initializer_range = initializer_range
+        super().__init__(**kwargs)
+        self.validate()
+
+    # -- derived ------------------------------------------------------------------------------------
+    @property
+    def class_names(self) -> list[str]:
+        """Class names in id order."""
+        return [self.id2label[i] for i in range(len(self.id2label))]
+
+    @property
+    def unseen_label_ids(self) -> list[int]:
+        """Ids of the classes not seen in training (empty when fully supervised)."""
+        if self.seen_label_ids is None:
+            return []
+        seen = set(self.seen_label_ids)
+        return [i for i in range(len(self.id2label)) if i not in seen]
+
+    @property
+    def setting(self) -> str:
+        """`"fully_supervised"`, `"inductive"` or `"transductive"`."""
+        if self.seen_label_ids is None:
+            return "fully_supervised"
+        return "transductive" if self.transductive else "inductive"
+
+    @property
+    def projection_dim(self) -> int:
+        return self.clip_config.projection_dim
+
+    # -- checks -------------------------------------------------------------------------------------
+    def validate(self):
+        """Raise `ValueError` naming the first invalid field."""
+        vision = self.clip_config.vision_config
+        num_classes = len(self.id2label)
+        if self.seen_label_ids is not None:
+            bad = [i for i in self.seen_label_ids if not 0 <= i < num_classes]
+            if bad:
+                raise ValueError(f"seen_label_ids {bad} are out of range for {num_classes} classes")
+            if len(set(self.seen_label_ids)) != len(self.seen_label_ids):
+                raise ValueError(f"seen_label_ids has duplicates: {self.seen_label_ids}")
+        if self.transductive and not self.unseen_label_ids:
+            raise ValueError(
+                "transductive=True needs unseen classes: set seen_label_ids to the seen classes only"
+            )
+        if not self.prompt_templates:
+            raise ValueError("prompt_templates must hold at least one template")
+        for template in self.prompt_templates:
+            if not isinstance(template, str) or template.count("{}") != 1:
+                raise ValueError(f"each prompt template needs exactly one '{{}}', got {template!r}")
+        _check_int("num_visual_prompts", self.num_visual_prompts, 1)
+        _check_int("visual_prompt_depth", self.visual_prompt_depth, 0)
+        if self.visual_prompt_depth > vision.num_hidden_layers - 1:
+            raise ValueError(
+                f"visual_prompt_depth ({self.visual_prompt_depth}) must be at most the number of vision layers "
+                f"- 1 ({vision.num_hidden_layers - 1}): prompts are replaced before layers 1..depth"
+            )
+        _check_int("num_decoder_layers", self.num_decoder_layers, 1)
+        _check_int("decoder_ffn_dim", self.decoder_ffn_dim, 1)
+        _check_int("sinkhorn_max_iter", self.sinkhorn_max_iter, 1)
+        for name in ("visual_prompt_dropout", "decoder_dropout", "attention_dropout"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {value}")
+        for name in ("sinkhorn_epsilon", "sinkhorn_tol", "prompt_norm_eps", "decoder_layer_norm_eps"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0.0 <= self.ensemble_weight <= 1.0:
+            raise ValueError(f"ensemble_weight must be in [0, 1], got {self.ensemble_weight}")
+        for name in ("focal_loss_weight", "dice_loss_weight", "focal_gamma", "seen_class_penalty"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.focal_alpha <= 1.0:
+            raise ValueError(f"focal_alpha must be in [0, 1], got {self.focal_alpha}")
+        if 0 <= self.ignore_index < num_classes:
+            raise ValueError(
+                f"ignore_index ({self.ignore_index}) collides with a class id (0..{num_classes - 1})"
+            )
+        _check_int("inference_window_size", self.inference_window_size, vision.patch_size)
+        _check_int("inference_window_stride", self.inference_window_stride, 1)
+        if self.inference_window_size % vision.patch_size:
+            raise ValueError(
+                f"inference_window_size ({self.inference_window_size}) must be a multiple of the patch size "
+                f"({vision.patch_size})"
+            )
+        if vision.image_size % vision.patch_size:
+            raise ValueError(
+                f"clip_config.vision_config.image_size ({vision.image_size}) must be a multiple of the patch size "
+                f"({vision.patch_size})"
+            )
+
+
+def _check_int(name: str, value, minimum: int):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_vocabulary(id2label: dict, label2id: dict | None) -> tuple[dict[int, str], dict[str, int]]:
+    """Normalise id2label/label2id and check they describe K distinct, non-empty class names 0..K-1."""
+    if not isinstance(id2label, dict) or not id2label:
+        raise ValueError("id2label must be a non-empty dict {id: class name}")
+    id2label = {int(k): v for k, v in id2label.items()}
+    if sorted(id2label) != list(range(len(id2label))):
+        raise ValueError(f"id2label keys must be 0..{len(id2label) - 1}, got {sorted(id2label)}")
+    names = [id2label[i] for i in range(len(id2label))]
+    for name in names:
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"class names must be non-empty strings, got {name!r}")
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ValueError(f"duplicated class names: {duplicated}")
+    derived = {name: i for i, name in enumerate(names)}
+    if label2id is not None and {str(k): int(v) for k, v in label2id.items()} != derived:
+        raise ValueError("label2id does not match id2label")
+    return id2label, derived
+
+
+__all__ = ["OTSegConfig"]

@@ -1,0 +1,473 @@
+"""Image processor for OTSeg: images (and segmentation maps) in, `pixel_values` (and `labels`) out; model
+outputs in, label maps out. NumPy/PIL only (no torchvision); torch only for the post-processing.
+
+Resizing follows the reference's test scale (spec section 7): the short side goes to `size["shortest_edge"]`,
+the long side in proportion (`int(x * scale + 0.5)`, as mmcv rounds), optionally capped by
+`size["longest_edge"]`. Normalisation is ImageNet's (spec section 9), not CLIP's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import PIL.Image
+import PIL.ImageOps
+import torch
+import torch.nn.functional as F
+from transformers.image_processing_backends import PilBackend
+from transformers.image_processing_outputs import SemanticSegmentationPostProcessorOutput
+from transformers.image_processing_utils import BatchFeature
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling, SizeDict
+from transformers.processing_utils import ImagesKwargs
+
+EXIF_ORIENTATION = 0x0112
+
+
+class OTSegImageProcessorKwargs(ImagesKwargs, total=False):
+    r"""
+    do_reduce_labels (`bool`, *optional*, defaults to `self.do_reduce_labels`):
+        For datasets whose label 0 is a background that is not a class: 0 becomes `ignore_index`, every other
+        label is reduced by 1, and `ignore_index` stays `ignore_index`.
+    size_divisor (`int`, *optional*, defaults to `self.size_divisor`):
+        With `do_pad`, images are padded (bottom and right) to a multiple of it: the model's patch size.
+    ignore_index (`int`, *optional*, defaults to `self.ignore_index`):
+        Label of pixels without a class: the padding value of `labels`.
+    """
+
+    do_reduce_labels: bool
+    size_divisor: int
+    ignore_index: int
+
+
+class OTSegImageProcessor(PilBackend):
+    r"""
+    Constructs an OTSeg image processor (NumPy/PIL backend).
+
+    Inputs may be PIL images in any mode (RGB, RGBA, LA, L, P, 1, I;16, I, F, CMYK, ...), NumPy arrays or torch
+    tensors (`(H, W)`, `(H, W, C)` or `(C, H, W)` with C in 1, 3, 4; where both ends could be channels, arrays
+    are read channels-last and tensors channels-first; uint8, uint16, bool or float in 0..255), or lists of
+    them. Every image becomes RGB: alpha is dropped (as `PIL.Image.convert("RGB")`, OpenCV's `imread`
+    and transformers' `load_image` do), grey levels are repeated, 16-bit values are scaled to 0..255. PIL images
+    carrying an EXIF orientation are transposed upright first (segmentation maps too, if they carry one).
+
+    Segmentation maps hold class indices: 2-D arrays, or PIL images of mode L, P (palette PNGs such as VOC's
+    `SegmentationClass`, read as indices, never as colours), I or I;16. Colour maps are refused.
+
+    Args:
+        do_resize (`bool`, *optional*, defaults to `True`):
+            Whether to resize.
+        size (`dict[str, int]`, *optional*, defaults to `{"shortest_edge": 512}`):
+            `{"shortest_edge": s}`: the short side becomes s, the long side follows the aspect ratio;
+            `{"shortest_edge": s, "longest_edge": l}`: the same, scaled down further if the long side would exceed
+            l (the reference's `img_scale=(2048, 512)` is `{"shortest_edge": 512, "longest_edge": 2048}`);
+            `{"height": h, "width": w}`: exactly that size.
+        resample (`PILImageResampling`, *optional*, defaults to `BILINEAR`):
+            Filter for images; segmentation maps always use `NEAREST`.
+        do_rescale (`bool`, *optional*, defaults to `True`):
+            Whether to multiply values by `rescale_factor` (0..255 -> 0..1).
+        rescale_factor (`float`, *optional*, defaults to `1/255`):
+            The rescale factor.
+        do_normalize (`bool`, *optional*, defaults to `True`):
+            Whether to normalise with `image_mean` and `image_std`.
+        image_mean (`list[float]`, *optional*, defaults to ImageNet's mean):
+            Per-channel mean (spec section 9: ImageNet's, not CLIP's).
+        image_std (`list[float]`, *optional*, defaults to ImageNet's std):
+            Per-channel standard deviation.
+        do_pad (`bool`, *optional*, defaults to `True`):
+            Pad images (with 0, after normalisation) and labels (with `ignore_index`) at the bottom and right to a
+            multiple of `size_divisor` and, in a batch, to the largest image, so that they stack and the model
+            accepts them. Post-processing of padded inputs includes the padding; `sliding_window_inference` and
+            the pipelines process unpadded images.
+        size_divisor (`int`, *optional*, defaults to 16):
+            The model's patch size.
+        do_reduce_labels (`bool`, *optional*, defaults to `False`):
+            See [`OTSegImageProcessorKwargs`].
+        ignore_index (`int`, *optional*, defaults to 255):
+            Label of pixels without a class.
+    """
+
+    valid_kwargs = OTSegImageProcessorKwargs
+    model_input_names = ["pixel_values"]
+    resample = PILImageResampling.BILINEAR
+    image_mean = IMAGENET_DEFAULT_MEAN
+    image_std = IMAGENET_DEFAULT_STD
+    size = {"shortest_edge": 512}
+    default_to_square = False
+    do_resize = True
+    do_rescale = True
+    rescale_factor = 1 / 255
+    do_normalize = True
+    do_pad = True
+    do_convert_rgb = True
+    size_divisor = 16
+    do_reduce_labels = False
+    ignore_index = 255
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        _check_size(self.size)
+        if not isinstance(self.size_divisor, int) or self.size_divisor < 1:
+            raise ValueError(f"size_divisor must be a positive integer, got {self.size_divisor!r}")
+
+    # ------------------------------------------------------------------------------------------------
+    # preprocessing
+    # ------------------------------------------------------------------------------------------------
+    def preprocess(self, images, segmentation_maps=None, **kwargs) -> BatchFeature:
+        r"""
+        Args:
+            images: one image or a list of images (see the class docstring for the accepted kinds).
+            segmentation_maps: one map or a list of maps of class indices, one per image, the same size as it.
+            **kwargs: any constructor argument, overriding it for this call, and `return_tensors`.
+
+        Returns:
+            [`BatchFeature`] with `pixel_values` (B, 3, H, W) float32 (a list of (3, H, W) arrays when sizes
+            differ and `do_pad=False`) and, with maps, `labels` (B, H, W) int64.
+        """
+        return super().preprocess(images, segmentation_maps, **kwargs)
+
+    def _preprocess_image_like_inputs(
+        self,
+        images,
+        segmentation_maps=None,
+        *,
+        do_resize: bool,
+        size: SizeDict,
+        resample,
+        do_rescale: bool,
+        rescale_factor: float,
+        do_normalize: bool,
+        image_mean,
+        image_std,
+        do_pad: bool,
+        size_divisor: int,
+        do_reduce_labels: bool,
+        ignore_index: int,
+        return_tensors=None,
+        **kwargs,
+    ) -> BatchFeature:
+        _check_size(size)
+        images = [self.to_rgb(image) for image in _as_list(images)]
+        maps = None
+        if segmentation_maps is not None:
+            maps = [_label_array(m) for m in _as_list(segmentation_maps)]
+            if len(maps) != len(images):
+                raise ValueError(f"got {len(images)} images but {len(maps)} segmentation maps")
+            for index, (image, label) in enumerate(zip(images, maps)):
+                if image.shape[:2] != label.shape:
+                    raise ValueError(
+                        f"segmentation map {index} is {label.shape[0]}x{label.shape[1]} but its image is "
+                        f"{image.shape[0]}x{image.shape[1]} (height x width)"
+                    )
+
+        pixel_values, labels = [], []
+        for index, image in enumerate(images):
+            output_size = self.get_output_size(image.shape[:2], size) if do_resize else image.shape[:2]
+            if tuple(output_size) != image.shape[:2]:
+                image = _resize_rgb(image, output_size, resample)
+            image = image.astype(np.float32)
+            if do_rescale:
+                image = image * np.float32(rescale_factor)
+            if do_normalize:
+                image = (image - np.asarray(image_mean, np.float32)) / np.asarray(image_std, np.float32)
+            pixel_values.append(np.ascontiguousarray(image.transpose(2, 0, 1)))  # (H, W, 3) -> (3, H, W)
+            if maps is not None:
+                label = maps[index]
+                if do_reduce_labels:
+                    label = reduce_labels(label, ignore_index)
+                if tuple(output_size) != label.shape:
+                    label = _resize_labels(label, output_size)
+                labels.append(label)
+
+        if do_pad:
+            height = _round_up(max(p.shape[1] for p in pixel_values), size_divisor)
+            width = _round_up(max(p.shape[2] for p in pixel_values), size_divisor)
+            pixel_values = [_pad(p, height, width, 0.0) for p in pixel_values]
+            labels = [_pad(label, height, width, ignore_index) for label in labels]
+        if return_tensors is not None and len({p.shape for p in pixel_values}) > 1:
+            sizes = sorted({p.shape[1:] for p in pixel_values})
+            raise ValueError(
+                f"images of different sizes {sizes} cannot be stacked into one tensor: pass do_pad=True, or "
+                "return_tensors=None for a list"
+            )
+        data = {"pixel_values": pixel_values}
+        if maps is not None:
+            data["labels"] = labels
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def get_output_size(
+        self, image_size: tuple[int, int], size: SizeDict | Mapping | None = None
+    ) -> tuple[int, int]:
+        """(height, width) an image of `image_size` is resized to.
+
+        With `shortest_edge` s (and optionally `longest_edge` l): scale = s / short side, or l / long side when that
+        is smaller; each side becomes `int(side * scale + 0.5)` (mmcv's `rescale_size`), at least 1."""
+        size = self.size if size is None else size
+        get = size.get  # a dict or a SizeDict
+        height, width = int(image_size[0]), int(image_size[1])
+        if get("height") and get("width"):
+            return int(get("height")), int(get("width"))
+        shortest, longest = get("shortest_edge"), get("longest_edge")
+        if not shortest:
+            raise ValueError(f"size must have 'shortest_edge' or 'height' and 'width', got {dict(size)}")
+        scale = shortest / min(height, width)
+        if longest:
+            scale = min(scale, longest / max(height, width))
+        return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
+
+    def to_rgb(self, image) -> np.ndarray:
+        """One image -> (H, W, 3) array: uint8 for 8-bit inputs, float32 in 0..255 otherwise (see the class
+        docstring for the conversions)."""
+        if isinstance(image, PIL.Image.Image):
+            return _pil_to_rgb(_exif_upright(image))
+        is_tensor = isinstance(image, torch.Tensor)
+        if is_tensor:
+            image = image.detach().cpu().numpy()
+        if not isinstance(image, np.ndarray):
+            raise ValueError(
+                f"images must be PIL images, NumPy arrays or torch tensors, got {type(image).__name__}"
+            )
+        array = _channels_last(image, prefer_first=is_tensor)
+        if array.shape[0] < 1 or array.shape[1] < 1:
+            raise ValueError(f"images must be at least 1x1, got an array of shape {image.shape}")
+        array = _to_255_range(array)
+        channels = array.shape[2]
+        if channels == 1:
+            array = np.repeat(array, 3, axis=2)
+        elif channels == 4:
+            array = array[:, :, :3]
+        return np.ascontiguousarray(array)
+
+    # ------------------------------------------------------------------------------------------------
+    # post-processing
+    # ------------------------------------------------------------------------------------------------
+    def post_process_semantic_segmentation(
+        self,
+        outputs,
+        target_sizes: Sequence[tuple[int, int]] | torch.Tensor | None = None,
+        seen_label_ids: Sequence[int] | None = None,
+        seen_class_penalty: float = 0.1,
+        return_segmentation_scores: bool = False,
+    ) -> list[torch.Tensor] | list[SemanticSegmentationPostProcessorOutput]:
+        """OTSeg+ label maps (spec section 7): probabilities p = sigmoid of the ensemble logits, minus
+        `seen_class_penalty` for the channels in `seen_label_ids`, argmax over classes.
+
+        Args:
+            outputs: the model's output (`logits` (B, K, h, w) at feature resolution: upsampled bilinearly to each
+                target size, then the sigmoid), or the output of `sliding_window_inference` (`probabilities`
+                (B, K, H, W): resized bilinearly to each target size).
+            target_sizes: (height, width) of each label map; `None` keeps the resolution of `outputs`.
+            seen_label_ids: output channels of classes the model was trained on as seen. Pass
+                `model.config.seen_label_ids` for an inductive model on its own vocabulary; `None` (no penalty)
+                for transductive and fully supervised models.
+            seen_class_penalty: subtracted from the probabilities of the seen channels (`config.seen_class_penalty`).
+            return_segmentation_scores: also return the probabilities (without penalty) at the target size.
+
+        Returns:
+            One (height, width) int64 label map per image, or [`SemanticSegmentationPostProcessorOutput`]s with
+            `segmentation` and `segmentation_scores` (K, height, width) when `return_segmentation_scores`.
+        """
+        probabilities = _get(outputs, "probabilities")
+        logits = None if probabilities is not None else _get(outputs, "logits")
+        scores = probabilities if probabilities is not None else logits
+        if scores is None:
+            raise ValueError(
+                "outputs must have `logits` (the model's) or `probabilities` (sliding_window_inference's)"
+            )
+        if scores.dim() != 4:
+            raise ValueError(
+                f"expected (batch, classes, height, width) scores, got shape {tuple(scores.shape)}"
+            )
+        batch, num_classes = scores.shape[:2]
+        if target_sizes is not None and len(target_sizes) != batch:
+            raise ValueError(f"got {len(target_sizes)} target sizes for a batch of {batch}")
+        seen = [] if seen_label_ids is None else [int(i) for i in seen_label_ids]
+        bad = [i for i in seen if not 0 <= i < num_classes]
+        if bad:
+            raise ValueError(f"seen_label_ids {bad} are out of range for {num_classes} output channels")
+
+        results = []
+        for index in range(batch):
+            item = scores[index : index + 1].float()
+            if target_sizes is not None:
+                target = tuple(int(s) for s in target_sizes[index])
+                if target != tuple(item.shape[-2:]):
+                    item = F.interpolate(item, size=target, mode="bilinear", align_corners=False)
+            probs = item[0].sigmoid() if logits is not None else item[0]  # (K, height, width)
+            calibrated = probs
+            if seen and seen_class_penalty:
+                calibrated = probs.clone()
+                calibrated[seen] -= seen_class_penalty
+            segmentation = calibrated.argmax(dim=0)
+            if return_segmentation_scores:
+                results.append(
+                    SemanticSegmentationPostProcessorOutput(
+                        data={"segmentation": segmentation, "segmentation_scores": probs}
+                    )
+                )
+            else:
+                results.append(segmentation)
+        return results
+
+
+def reduce_labels(label: np.ndarray, ignore_index: int = 255) -> np.ndarray:
+    """transformers' `do_reduce_labels`: 0 -> ignore_index, k -> k - 1, ignore_index stays."""
+    label = label.astype(np.int64)
+    reduced = label - 1
+    reduced[(label == 0) | (label == ignore_index)] = ignore_index
+    return reduced
+
+
+# ----------------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------------
+def _check_size(size) -> None:
+    if size is None or not hasattr(size, "get"):
+        raise ValueError(f"size must be a dict, got {size!r}")
+    get = size.get  # a dict or a SizeDict
+    if get("height") and get("width"):
+        return
+    if not get("shortest_edge"):
+        raise ValueError(
+            "size must be {'shortest_edge': s} (optionally with 'longest_edge') or {'height': h, 'width': w}, "
+            f"got {dict(size)}"
+        )
+    if get("longest_edge") and get("longest_edge") < get("shortest_edge"):
+        raise ValueError(
+            f"longest_edge ({get('longest_edge')}) must be >= shortest_edge ({get('shortest_edge')})"
+        )
+
+
+def _get(outputs, name: str):
+    if isinstance(outputs, Mapping):
+        return outputs.get(name)
+    return getattr(outputs, name, None)
+
+
+def _as_list(images) -> list:
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise ValueError("got an empty list of images")
+        return list(images)
+    if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4:
+        return list(images)
+    return [images]
+
+
+def _exif_upright(image: PIL.Image.Image) -> PIL.Image.Image:
+    if image.getexif().get(EXIF_ORIENTATION, 1) != 1:
+        return PIL.ImageOps.exif_transpose(image)
+    return image
+
+
+def _pil_to_rgb(image: PIL.Image.Image) -> np.ndarray:
+    if image.width < 1 or image.height < 1:
+        raise ValueError(f"images must be at least 1x1, got {image.width}x{image.height}")
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        array = np.asarray(image)
+        if image.mode.startswith("I;16"):
+            array = array.astype(np.uint16)
+        return np.ascontiguousarray(np.repeat(_to_255_range(array)[:, :, None], 3, axis=2))
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.asarray(image, dtype=np.uint8)
+
+
+def _channels_last(array: np.ndarray, prefer_first: bool = False) -> np.ndarray:
+    """(H, W), (H, W, C) or (C, H, W) with C in 1, 3, 4 -> (H, W, C). When both the first and the last dim could
+    be channels, tensors are read as (C, H, W) (torch's layout) and arrays as (H, W, C) (NumPy's and PIL's)."""
+    if array.ndim == 2:
+        return array[:, :, None]
+    if array.ndim != 3:
+        raise ValueError(f"an image array must have 2 or 3 dimensions, got shape {array.shape}")
+    first, last = array.shape[0] in (1, 3, 4), array.shape[2] in (1, 3, 4)
+    if first and (prefer_first or not last):
+        return array.transpose(1, 2, 0)
+    if last:
+        return array
+    raise ValueError(
+        f"cannot find the channel dimension (1, 3 or 4 channels) of an image of shape {array.shape}"
+    )
+
+
+def _to_255_range(array: np.ndarray) -> np.ndarray:
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * 255
+    if array.dtype == np.uint16:
+        return array.astype(np.float32) * np.float32(255.0 / 65535.0)
+    if np.issubdtype(array.dtype, np.integer):
+        if array.size and (array.min() < 0 or array.max() > 65535):
+            raise ValueError(f"integer images must hold values in 0..65535, got {array.min()}..{array.max()}")
+        if array.size and array.max() > 255:  # 16-bit data in a wider integer type (PIL mode I)
+            return array.astype(np.float32) * np.float32(255.0 / 65535.0)
+        return array.astype(np.uint8)
+    if np.issubdtype(array.dtype, np.floating):
+        return array.astype(np.float32)
+    raise ValueError(f"unsupported image dtype {array.dtype}")
+
+
+def _label_array(label) -> np.ndarray:
+    if isinstance(label, PIL.Image.Image):
+        label = _exif_upright(label)
+        if label.mode not in ("L", "P", "I", "I;16", "I;16L", "I;16B", "1"):
+            raise ValueError(
+                f"segmentation maps must hold class indices (PIL mode L, P, I or I;16), got mode {label.mode}: "
+                "convert colour-coded maps to indices first"
+            )
+        label = np.asarray(label)
+    elif isinstance(label, torch.Tensor):
+        label = label.detach().cpu().numpy()
+    if not isinstance(label, np.ndarray):
+        raise ValueError(
+            f"segmentation maps must be PIL images, arrays or tensors, got {type(label).__name__}"
+        )
+    if label.ndim == 3 and 1 in (label.shape[0], label.shape[2]):
+        label = label[0] if label.shape[0] == 1 else label[:, :, 0]
+    if label.ndim != 2:
+        raise ValueError(f"a segmentation map must be 2-D (height, width), got shape {label.shape}")
+    if np.issubdtype(label.dtype, np.floating):
+        if not np.array_equal(label, np.round(label)):
+            raise ValueError("segmentation maps must hold integer class indices, got fractional values")
+    elif not (np.issubdtype(label.dtype, np.integer) or label.dtype == np.bool_):
+        raise ValueError(f"unsupported segmentation map dtype {label.dtype}")
+    return label.astype(np.int64)
+
+
+def _resize_rgb(image: np.ndarray, size: tuple[int, int], resample) -> np.ndarray:
+    height, width = size
+    if image.dtype == np.uint8:
+        return np.asarray(PIL.Image.fromarray(image).resize((width, height), resample=resample))
+    channels = [
+        np.asarray(
+            PIL.Image.fromarray(image[:, :, c].astype(np.float32)).resize((width, height), resample=resample)
+        )
+        for c in range(image.shape[2])
+    ]
+    return np.stack(channels, axis=2)
+
+
+def _resize_labels(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if label.min() < np.iinfo(np.int32).min or label.max() > np.iinfo(np.int32).max:
+        raise ValueError("segmentation map values must fit in int32")
+    height, width = size
+    resized = PIL.Image.fromarray(label.astype(np.int32)).resize((width, height), resample=PIL.Image.NEAREST)
+    return np.asarray(resized).astype(np.int64)
+
+
+def _round_up(value: int, divisor: int) -> int:
+    return int(math.ceil(value / divisor) * divisor)
+
+
+def _pad(array: np.ndarray, height: int, width: int, value) -> np.ndarray:
+    """Pad the last two dims at the bottom and right."""
+    pad_h, pad_w = height - array.shape[-2], width - array.shape[-1]
+    if pad_h == 0 and pad_w == 0:
+        return array
+    widths = [(0, 0)] * (array.ndim - 2) + [(0, pad_h), (0, pad_w)]
+    return np.pad(array, widths, mode="constant", constant_values=value)
+
+
+__all__ = ["OTSegImageProcessor", "reduce_labels"]

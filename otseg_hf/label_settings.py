@@ -1,0 +1,68 @@
+"""Labels in the three zero-shot settings (spec section 8), shared by OTSeg and ZegOT.
+
+- fully supervised: every class seen, labels used as they are;
+- inductive: only seen classes exist in training; their ids become 0..K_seen-1 (in the order of
+  `seen_label_ids`) and pixels of unseen classes are ignored;
+- transductive: all classes; pixels whose ground truth is unseen get a pseudo label, the unseen
+  class of highest probability, computed without gradient.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .losses import upsample
+
+
+def check_labels(labels: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
+    """Return `labels` as int64 (B, H, W); raise `ValueError` for ids outside 0..K-1 and ignore."""
+    if labels.dim() != 3:
+        raise ValueError(f"labels must have shape (batch, height, width), got {tuple(labels.shape)}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be an integer tensor of class ids, got dtype {labels.dtype}")
+    labels = labels.long()
+    bad = ((labels < 0) | (labels >= num_classes)) & (labels != ignore_index)
+    if bool(bad.any()):
+        values = torch.unique(labels[bad])[:10].tolist()
+        raise ValueError(
+            f"labels contain ids {values} outside the {num_classes} classes (0..{num_classes - 1}) "
+            f"and different from ignore_index={ignore_index}"
+        )
+    return labels
+
+
+def inductive_labels(labels: torch.Tensor, seen_label_ids: list[int], ignore_index: int) -> torch.Tensor:
+    """Map seen class ids to 0..K_seen-1 (order of `seen_label_ids`); every other pixel -> ignore."""
+    num_classes = int(max(seen_label_ids, default=-1)) + 1
+    lookup = torch.full((max(num_classes, 1),), ignore_index, dtype=labels.dtype, device=labels.device)
+    lookup[torch.as_tensor(seen_label_ids, dtype=torch.long, device=labels.device)] = torch.arange(
+        len(seen_label_ids), dtype=labels.dtype, device=labels.device
+    )
+    in_range = (labels >= 0) & (labels < num_classes)
+    return torch.where(in_range, lookup[labels.clamp(0, lookup.numel() - 1)], ignore_index)
+
+
+@torch.no_grad()
+def transductive_labels(
+    labels: torch.Tensor,
+    decoder_logits: torch.Tensor,
+    score_logits: torch.Tensor,
+    unseen_label_ids: list[int],
+    ensemble_weight: float = 0.5,
+) -> torch.Tensor:
+    """Replace unseen ground truth by the unseen class of highest ensemble probability.
+
+    Args:
+        labels: (B, H, W) class ids of the full vocabulary.
+        decoder_logits, score_logits: (B, K, h, w) logits of the full vocabulary.
+        unseen_label_ids: ids of the unseen classes.
+        ensemble_weight: weight of the decoder logits (score logits get 1 - weight).
+    """
+    unseen = torch.as_tensor(unseen_label_ids, dtype=torch.long, device=labels.device)
+    ensemble = ensemble_weight * decoder_logits[:, unseen] + (1 - ensemble_weight) * score_logits[:, unseen]
+    probs = upsample(ensemble.float(), labels.shape[-2:]).sigmoid()  # (B, K_unseen, H, W)
+    pseudo = unseen[probs.argmax(dim=1)]
+    return torch.where(torch.isin(labels, unseen), pseudo, labels)
+
+
+__all__ = ["check_labels", "inductive_labels", "transductive_labels"]

@@ -1,0 +1,549 @@
+"""OTSeg: multi-prompt Sinkhorn attention for zero-shot semantic segmentation (Kim, Oh, Ye, ECCV 2024).
+
+The model wraps a frozen `CLIPModel`, adds deep visual prompts to its vision tower, builds class
+queries with a relationship descriptor, and produces two class maps: the multi-prompt Sinkhorn
+(MPS) score map and the output of a decoder whose cross-attention is a Sinkhorn transport plan
+(MPSA). Section numbers refer to the project's spec (`spec/otseg.md`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import CLIPModel, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .configuration_otseg import OTSegConfig
+from .label_settings import check_labels, inductive_labels, transductive_labels
+from .losses import count_masks, mask_loss, upsample
+from .modeling_mps import RelationshipDescriptor, multi_prompt_sinkhorn_score, sinkhorn_similarity_map
+
+
+@dataclass
+class OTSegSemanticSegmenterOutput(ModelOutput):
+    """Output of [`OTSegForSemanticSegmentation`].
+
+    K is the number of classes the forward computed: the vocabulary of the call (the config's
+    classes, or the classes of `text_embeds` / `input_ids`), except that an inductive model given
+    `labels` computes only its seen classes, in the order of `config.seen_label_ids` (the
+    reference's training).
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` are given):
+            Focal + dice loss of the decoder path plus that of the score path.
+        logits (`torch.FloatTensor` of shape `(batch_size, K, height / patch, width / patch)`):
+            OTSeg+ ensemble `w * decoder_logits + (1 - w) * score_logits` at feature resolution. Use the
+            image processor's `post_process_semantic_segmentation` to get label maps.
+        decoder_logits (`torch.FloatTensor` of shape `(batch_size, K, height / patch, width / patch)`):
+            Logits of the Sinkhorn-attention decoder (MPSA path).
+        score_logits (`torch.FloatTensor` of shape `(batch_size, K, height / patch, width / patch)`):
+            Multi-prompt Sinkhorn score map (MPS path).
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    decoder_logits: torch.FloatTensor | None = None
+    score_logits: torch.FloatTensor | None = None
+
+
+class OTSegVisualPrompts(nn.Module):
+    """Deep visual prompts (VPT-deep) of the tunable image encoder (spec section 2.5-2.6)."""
+
+    def __init__(self, config: OTSegConfig):
+        super().__init__()
+        width = config.clip_config.vision_config.hidden_size
+        self.prompt_embeddings = nn.Parameter(torch.zeros(1, config.num_visual_prompts, width))
+        self.deep_prompt_embeddings = nn.Parameter(
+            torch.zeros(config.visual_prompt_depth, config.num_visual_prompts, width)
+        )
+        self.prompt_proj = nn.Linear(width, width)
+        self.prompt_norm = nn.LayerNorm(width, eps=config.prompt_norm_eps)
+        self.dropout = nn.Dropout(config.visual_prompt_dropout)
+
+    def forward(self, layer_index: int, batch_size: int) -> torch.Tensor:
+        """Prompt tokens inserted before vision layer `layer_index`: (B, P, Cv)."""
+        if layer_index == 0:
+            prompts = self.prompt_embeddings[0]
+        else:
+            prompts = self.deep_prompt_embeddings[layer_index - 1]
+        return self.dropout(self.prompt_proj(prompts)).expand(batch_size, -1, -1)
+
+
+class OTSegDecoderLayer(nn.Module):
+    """Post-norm decoder layer with Sinkhorn cross-attention and no self-attention (spec section 5).
+
+    The last layer of the decoder only contributes its similarity map, so it is built with
+    `last=True`: query and key projections only (the reference's value/output projections, FFN and
+    norms of that layer never influence an output).
+    """
+
+    def __init__(self, config: OTSegConfig, last: bool = False):
+        super().__init__()
+        dim = config.projection_dim
+        self.epsilon = config.sinkhorn_epsilon
+        self.max_iter = config.sinkhorn_max_iter
+        self.tol = config.sinkhorn_tol
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(dim, dim)
+        self.last = last
+        if not last:
+            self.v_proj = nn.Linear(dim, dim)
+            self.out_proj = nn.Linear(dim, dim)
+            self.attention_dropout = nn.Dropout(config.attention_dropout)
+            self.cross_attn_norm = nn.LayerNorm(dim, eps=config.decoder_layer_norm_eps)
+            self.fc1 = nn.Linear(dim, config.decoder_ffn_dim)
+            self.fc2 = nn.Linear(config.decoder_ffn_dim, dim)
+            self.dropout = nn.Dropout(config.decoder_dropout)
+            self.ffn_norm = nn.LayerNorm(dim, eps=config.decoder_layer_norm_eps)
+
+    def forward(
+        self, queries: torch.Tensor, memory: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(B, K, N, D) queries, (B, M, D) pixel memory -> (updated queries or None, map (B, K, M))."""
+        # 1. projections; queries and keys normalised for the cosine cost
+        q = F.normalize(self.q_proj(queries), dim=-1)
+        k = F.normalize(self.k_proj(memory), dim=-1)
+        # 2-3. transport plan (B, K, M, N) and the layer's similarity map (B, K, M)
+        layer_map, plan = sinkhorn_similarity_map(k, q, self.epsilon, self.max_iter, self.tol)
+        if self.last:
+            return None, layer_map
+        # 4. the plan is the attention: out[b,k,n] = sum_m T[b,k,m,n] v[b,m] (no renormalisation)
+        values = self.v_proj(memory)
+        attended = torch.einsum("bkmn,bmd->bknd", self.attention_dropout(plan).to(values.dtype), values)
+        attended = self.out_proj(attended)
+        # 5. post-norm residual blocks
+        queries = self.cross_attn_norm(queries + self.dropout(attended))
+        ffn = self.fc2(self.dropout(F.relu(self.fc1(queries))))
+        queries = self.ffn_norm(queries + self.dropout(ffn))
+        return queries, layer_map
+
+
+class OTSegDecoder(nn.Module):
+    """Multi-prompt Sinkhorn attention decoder (MPSA). Output: the last layer's map weighted by the
+    geometric mean of the sigmoid of the earlier maps (spec section 5)."""
+
+    def __init__(self, config: OTSegConfig):
+        super().__init__()
+        n = config.num_decoder_layers
+        self.layers = nn.ModuleList([OTSegDecoderLayer(config, last=i == n - 1) for i in range(n)])
+
+    def forward(self, queries: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        """(B, K, N, D), (B, M, D) -> decoder logits (B, K, M)."""
+        maps = []
+        for layer in self.layers:
+            queries, layer_map = layer(queries, memory)
+            maps.append(layer_map)
+        logits = maps[-1]
+        exponent = 1.0 / max(1, len(maps) - 1)
+        for layer_map in maps[:-1]:
+            logits = logits * layer_map.sigmoid() ** exponent
+        return logits
+
+
+class OTSegHead(nn.Module):
+    """Relationship descriptor + MPS score path + MPSA decoder path."""
+
+    def __init__(self, config: OTSegConfig):
+        super().__init__()
+        self.config = config
+        self.descriptor = RelationshipDescriptor(config.projection_dim)
+        self.decoder = OTSegDecoder(config)
+
+    def forward(
+        self, global_embeds: torch.Tensor, pixel_embeds: torch.Tensor, text_embeds: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, D), (B, M, D), (K, N, D) -> decoder logits (B, K, M), score logits (B, K, M)."""
+        config = self.config
+        queries = self.descriptor(global_embeds, text_embeds.to(global_embeds.dtype))  # (B, K, N, D)
+        score = multi_prompt_sinkhorn_score(
+            pixel_embeds, queries, config.sinkhorn_epsilon, config.sinkhorn_max_iter, config.sinkhorn_tol
+        )
+        decoder = self.decoder(queries, pixel_embeds)
+        return decoder, score
+
+
+class OTSegPreTrainedModel(PreTrainedModel):
+    config_class = OTSegConfig
+    config: OTSegConfig
+    base_model_prefix = "otseg"
+    main_input_name = "pixel_values"
+    input_modalities = ("image", "text")
+    _no_split_modules = ["CLIPEncoderLayer", "CLIPTextEmbeddings", "CLIPVisionEmbeddings"]
+    _supports_sdpa = True
+    _supports_flash_attn = False
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        # The wrapped CLIPModel is a PreTrainedModel: transformers dispatches its modules to CLIP's own init.
+        # Children are initialised before their parents, so OTSegVisualPrompts overrides its prompt_proj.
+        from transformers import initialization as init
+
+        if isinstance(module, nn.Linear):
+            init.trunc_normal_(module.weight, std=self.config.initializer_range)
+            init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, OTSegVisualPrompts):
+            vision = self.config.clip_config.vision_config
+            # VPT's uniform init, bound sqrt(6 / (3 * patch^2 + width))
+            bound = math.sqrt(6.0 / (3 * vision.patch_size**2 + vision.hidden_size))
+            init.uniform_(module.prompt_embeddings, -bound, bound)
+            init.uniform_(module.deep_prompt_embeddings, -bound, bound)
+            init.kaiming_normal_(module.prompt_proj.weight, a=0, mode="fan_out")
+        elif isinstance(module, OTSegForSemanticSegmentation):
+            init.zeros_(module.class_text_embeds)
+
+
+class OTSegForSemanticSegmentation(OTSegPreTrainedModel):
+    """OTSeg for zero-shot semantic segmentation.
+
+    Trainable: the visual prompts and the head. Every CLIP weight is frozen. The class text
+    embeddings of `config.id2label` are cached in the persistent buffer `class_text_embeds`
+    (K, N, D), so a saved model segments without a tokenizer; `set_class_names` recomputes it.
+    """
+
+    def __init__(self, config: OTSegConfig):
+        super().__init__(config)
+        self.clip = CLIPModel(config.clip_config)
+        self.clip.requires_grad_(False)
+        self.visual_prompts = OTSegVisualPrompts(config)
+        self.head = OTSegHead(config)
+        num_classes, num_prompts = len(config.id2label), len(config.prompt_templates)
+        self.register_buffer(
+            "class_text_embeds", torch.zeros(num_classes, num_prompts, config.projection_dim)
+        )
+        self.post_init()
+
+    # ------------------------------------------------------------------------------------------------
+    # vision
+    # ------------------------------------------------------------------------------------------------
+    def forward_features(
+        self, pixel_values: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+        """CLIP ViT with deep visual prompts (spec section 2).
+
+        Returns:
+            global embeddings (B, D) and pixel embeddings (B, M, D), both L2-normalised, and the grid (h, w).
+        """
+        vision = self.clip.vision_model
+        embeddings = vision.embeddings
+        batch = pixel_values.shape[0]
+        # 1. patches (B, 3, H, W) -> (B, Cv, h, w) -> (B, M, Cv)
+        patches = embeddings.patch_embedding(pixel_values.to(embeddings.patch_embedding.weight.dtype))
+        height, width = patches.shape[-2:]
+        patches = patches.flatten(2).transpose(1, 2)
+        num_pixels = height * width
+        # 2-3. class token + positions; the reference adds the class embedding twice to the CLS token
+        positions = resize_position_embeddings(embeddings.position_embedding.weight, height, width)
+        cls = embeddings.class_embedding + (positions[0] + embeddings.class_embedding)
+        hidden = torch.cat([cls.expand(batch, 1, -1), patches + positions[1:]], dim=1)  # (B, 1 + M, Cv)
+        # 4. ln_pre
+        hidden = vision.pre_layrnorm(hidden)
+        # 5. layers with deep prompts: [cls, prompts, patches]; prompts replaced before layers 1..depth
+        depth = self.config.visual_prompt_depth
+        num_prompts = self.config.num_visual_prompts
+        for index, layer in enumerate(vision.encoder.layers):
+            if index == 0:
+                hidden = torch.cat([hidden[:, :1], self.visual_prompts(0, batch), hidden[:, 1:]], dim=1)
+            elif index <= depth:
+                hidden = torch.cat(
+                    [hidden[:, :1], self.visual_prompts(index, batch), hidden[:, 1 + num_prompts :]], 1
+                )
+            elif index == depth + 1:
+                hidden = torch.cat([hidden[:, :1], hidden[:, 1 + num_prompts :]], dim=1)
+            hidden = layer(hidden, None)
+        # 6. prompt_norm, post_layernorm, projection; only CLS and patch tokens are needed
+        hidden = torch.cat([hidden[:, :1], hidden[:, -num_pixels:]], dim=1)
+        hidden = vision.post_layernorm(self.visual_prompts.prompt_norm(hidden))
+        hidden = self.clip.visual_projection(hidden)  # (B, 1 + M, D)
+        # 7. normalised global and pixel embeddings
+        hidden = F.normalize(hidden, dim=-1)
+        return hidden[:, 0], hidden[:, 1:], (height, width)
+
+    # ------------------------------------------------------------------------------------------------
+    # text
+    # ------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def get_text_embeddings(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        num_prompts: int | None = None,
+    ) -> torch.Tensor:
+        """Normalised prompt embeddings (K, N, D) from token ids (K N, L) ordered class-major."""
+        num_prompts = num_prompts or len(self.config.prompt_templates)
+        if input_ids.dim() != 2 or input_ids.shape[0] % num_prompts:
+            raise ValueError(
+                f"input_ids must have shape (num_classes * {num_prompts}, sequence_length) ordered class-major, "
+                f"got {tuple(input_ids.shape)}"
+            )
+        features = self.clip.get_text_features(
+            input_ids=input_ids, attention_mask=attention_mask
+        ).pooler_output
+        return F.normalize(features.float(), dim=-1).view(-1, num_prompts, features.shape[-1])
+
+    @torch.no_grad()
+    def set_class_names(
+        self,
+        class_names: list[str],
+        tokenizer,
+        seen_label_ids: list[int] | None | str = "by_name",
+        batch_size: int = 256,
+    ) -> None:
+        """Change the vocabulary: recompute the text cache for `class_names` with `tokenizer`.
+
+        Args:
+            class_names: the new classes, ids 0..K-1 in this order.
+            tokenizer: a CLIP tokenizer matching the text encoder.
+            seen_label_ids: seen ids in the new vocabulary. By default, the names that were seen in the old
+                vocabulary stay seen (a fully supervised model stays fully supervised).
+            batch_size: prompts per text-encoder call.
+        """
+        class_names = list(class_names)
+        if tokenizer is None:
+            raise ValueError(
+                "a tokenizer is needed to compute text embeddings for new class names; load one with "
+                "CLIPTokenizer.from_pretrained(...) or pass text_embeds to forward"
+            )
+        if seen_label_ids == "by_name":
+            if self.config.seen_label_ids is None:
+                seen_label_ids = None
+            else:
+                seen_names = {self.config.id2label[i] for i in self.config.seen_label_ids}
+                seen_label_ids = [i for i, name in enumerate(class_names) if name in seen_names]
+        new_config = self.config.to_dict()
+        new_config.update(id2label=dict(enumerate(class_names)), label2id=None, seen_label_ids=seen_label_ids)
+        new_config.pop("num_labels", None)
+        checked = OTSegConfig.from_dict(new_config)  # validates names and seen ids
+        if checked.transductive and not checked.unseen_label_ids:
+            raise ValueError("the new vocabulary has no unseen class for this transductive model")
+        templates = self.config.prompt_templates
+        prompts = [template.format(name) for name in class_names for template in templates]
+        device = self.class_text_embeds.device
+        chunks = []
+        for start in range(0, len(prompts), batch_size):
+            tokens = tokenizer(prompts[start : start + batch_size], padding=True, return_tensors="pt")
+            features = self.clip.get_text_features(
+                input_ids=tokens["input_ids"].to(device),
+                attention_mask=tokens.get("attention_mask").to(device),
+            ).pooler_output
+            chunks.append(F.normalize(features.float(), dim=-1))
+        embeds = torch.cat(chunks).view(len(class_names), len(templates), -1)
+        self.class_text_embeds = embeds.to(self.class_text_embeds.dtype)
+        self.config.id2label = checked.id2label
+        self.config.label2id = checked.label2id
+        self.config.seen_label_ids = checked.seen_label_ids
+
+    # ------------------------------------------------------------------------------------------------
+    # construction from a pretrained CLIP
+    # ------------------------------------------------------------------------------------------------
+    @classmethod
+    def from_clip(
+        cls,
+        clip_name_or_path,
+        class_names: list[str],
+        seen_label_ids: list[int] | None = None,
+        transductive: bool = False,
+        tokenizer=None,
+        image_size: int = 512,
+        **config_overrides,
+    ) -> OTSegForSemanticSegmentation:
+        """Build an OTSeg model around a pretrained CLIP.
+
+        Args:
+            clip_name_or_path: a Hub id or a local directory made by `CLIPModel.save_pretrained`, or a
+                `CLIPModel` instance.
+            class_names: the vocabulary.
+            seen_label_ids: ids of the seen classes; `None` for fully supervised.
+            transductive: the transductive setting.
+            tokenizer: a CLIP tokenizer; loaded from `clip_name_or_path` if not given.
+            image_size: training crop size; the position embeddings are resized (bilinear) to its grid.
+            **config_overrides: other [`OTSegConfig`] fields.
+        """
+        if isinstance(clip_name_or_path, CLIPModel):
+            clip = clip_name_or_path
+        else:
+            clip = CLIPModel.from_pretrained(clip_name_or_path)
+        if tokenizer is None:
+            if isinstance(clip_name_or_path, CLIPModel):
+                raise ValueError("pass tokenizer= when giving a CLIPModel instance")
+            from transformers import AutoTokenizer
+
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(clip_name_or_path)
+            except (OSError, ValueError) as error:
+                raise ValueError(
+                    f"no tokenizer found at {clip_name_or_path!r}; pass tokenizer= (a CLIPTokenizer)"
+                ) from error
+        clip_config = clip.config.to_dict()
+        clip_config["vision_config"]["image_size"] = image_size
+        config = OTSegConfig(
+            clip_config=clip_config,
+            id2label=dict(enumerate(class_names)),
+            seen_label_ids=seen_label_ids,
+            transductive=transductive,
+            **config_overrides,
+        )
+        model = cls(config)
+        state = dict(clip.state_dict())
+        key = "vision_model.embeddings.position_embedding.weight"
+        grid = image_size // config.clip_config.vision_config.patch_size
+        state[key] = resize_position_embeddings(state[key], grid, grid)
+        state = {k: v for k, v in state.items() if not k.endswith("position_ids")}
+        missing, unexpected = model.clip.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.endswith("position_ids")]
+        if missing or unexpected:
+            raise ValueError(f"CLIP weights do not match: missing {missing}, unexpected {unexpected}")
+        model.set_class_names(class_names, tokenizer, seen_label_ids=seen_label_ids)
+        return model
+
+    # ------------------------------------------------------------------------------------------------
+    # forward
+    # ------------------------------------------------------------------------------------------------
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        text_embeds: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> OTSegSemanticSegmenterOutput | tuple:
+        r"""
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`):
+                ImageNet-normalised images; height and width multiples of the patch size.
+            labels (`torch.LongTensor` of shape `(batch_size, height', width')`, *optional*):
+                Class ids of the call's vocabulary (`config.ignore_index` for none). The loss follows the
+                model's setting (spec section 8) when the vocabulary is the config's; with `text_embeds` or
+                `input_ids` every given class counts as seen.
+            input_ids (`torch.LongTensor` of shape `(num_classes * num_templates, sequence_length)`, *optional*):
+                Tokenised prompts of another vocabulary, class-major (all templates of class 0 first).
+            attention_mask (`torch.LongTensor`, *optional*): mask of `input_ids`.
+            text_embeds (`torch.FloatTensor` of shape `(num_classes, num_prompts, projection_dim)`, *optional*):
+                Precomputed L2-normalised prompt embeddings of another vocabulary.
+        """
+        if kwargs:
+            raise TypeError(f"unexpected arguments: {sorted(kwargs)}")
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        config = self.config
+        self._check_pixel_values(pixel_values)
+
+        # 1. text: (K, N, D) prompt embeddings of the call's vocabulary
+        own_vocabulary = text_embeds is None and input_ids is None
+        if text_embeds is not None and input_ids is not None:
+            raise ValueError("give either text_embeds or input_ids, not both")
+        if text_embeds is not None:
+            if text_embeds.dim() != 3 or text_embeds.shape[-1] != config.projection_dim:
+                raise ValueError(
+                    f"text_embeds must have shape (num_classes, num_prompts, {config.projection_dim}), "
+                    f"got {tuple(text_embeds.shape)}"
+                )
+        elif input_ids is not None:
+            text_embeds = self.get_text_embeddings(input_ids, attention_mask)
+        else:
+            text_embeds = self.class_text_embeds
+            self._check_text_cache()
+
+        # 2. labels per setting; an inductive model trains on its seen classes only
+        setting = config.setting if own_vocabulary else "fully_supervised"
+        if labels is not None:
+            labels = check_labels(labels, text_embeds.shape[0], config.ignore_index)
+            if setting == "inductive":
+                text_embeds = text_embeds[config.seen_label_ids]
+                labels = inductive_labels(labels, config.seen_label_ids, config.ignore_index)
+
+        # 3. vision: (B, 3, H, W) -> global (B, D), pixels (B, M, D)
+        global_embeds, pixel_embeds, (height, width) = self.forward_features(pixel_values)
+
+        # 4. head: (B, K, M) maps -> (B, K, h, w)
+        decoder_logits, score_logits = self.head(global_embeds, pixel_embeds, text_embeds)
+        decoder_logits = decoder_logits.unflatten(-1, (height, width))
+        score_logits = score_logits.unflatten(-1, (height, width))
+        logits = config.ensemble_weight * decoder_logits + (1 - config.ensemble_weight) * score_logits
+
+        # 5. loss of both paths
+        loss = None
+        if labels is not None:
+            paths = (decoder_logits, score_logits)
+            if labels.shape[-2:] != pixel_values.shape[-2:]:  # the reference resizes to the input size first
+                paths = tuple(upsample(path, pixel_values.shape[-2:]) for path in paths)
+            if setting == "transductive":
+                labels = transductive_labels(labels, *paths, config.unseen_label_ids, config.ensemble_weight)
+            num_masks = count_masks(labels, logits.shape[1])
+            loss = sum(
+                mask_loss(
+                    path,
+                    labels,
+                    num_masks,
+                    config.focal_loss_weight,
+                    config.dice_loss_weight,
+                    config.focal_alpha,
+                    config.focal_gamma,
+                )
+                for path in paths
+            )
+
+        if not return_dict:
+            output = (logits, decoder_logits, score_logits)
+            return ((loss,) + output) if loss is not None else output
+        return OTSegSemanticSegmenterOutput(
+            loss=loss, logits=logits, decoder_logits=decoder_logits, score_logits=score_logits
+        )
+
+    # ------------------------------------------------------------------------------------------------
+    # checks
+    # ------------------------------------------------------------------------------------------------
+    def _check_pixel_values(self, pixel_values: torch.Tensor) -> None:
+        vision = self.config.clip_config.vision_config
+        if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 4:
+            shape = (
+                tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values)
+            )
+            raise ValueError(f"pixel_values must be a (batch, channels, height, width) tensor, got {shape}")
+        _, channels, height, width = pixel_values.shape
+        if channels != vision.num_channels:
+            raise ValueError(f"pixel_values must have {vision.num_channels} channels, got {channels}")
+        patch = vision.patch_size
+        if height < patch or width < patch:
+            raise ValueError(
+                f"images must be at least one patch ({patch}x{patch}) large, got {height}x{width}"
+            )
+        if height % patch or width % patch:
+            raise ValueError(
+                f"image height and width must be multiples of the patch size {patch}, got {height}x{width}; "
+                "resize or pad them (the image processor does)"
+            )
+
+    def _check_text_cache(self) -> None:
+        if getattr(self, "_text_cache_checked", False):
+            return
+        if not bool(self.class_text_embeds.abs().sum() > 0):
+            raise ValueError(
+                "the class text embeddings are not computed: call model.set_class_names(names, tokenizer), "
+                "build the model with OTSegForSemanticSegmentation.from_clip, or pass text_embeds"
+            )
+        self._text_cache_checked = True
+
+
+def resize_position_embeddings(table: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Resize a (1 + S*S, C) CLIP position table to (1 + height*width, C): bilinear, align_corners=False,
+    class position unchanged (spec section 2.3). The table itself is returned when no resize is needed."""
+    size = math.isqrt(table.shape[0] - 1)
+    if size * size != table.shape[0] - 1:
+        raise ValueError(f"position embeddings of {table.shape[0]} rows are not 1 + a square grid")
+    if (height, width) == (size, size):
+        return table
+    spatial = table[1:].reshape(1, size, size, -1).permute(0, 3, 1, 2).float()  # (1, C, S, S)
+    spatial = F.interpolate(spatial, size=(height, width), mode="bilinear", align_corners=False)
+    spatial = spatial.permute(0, 2, 3, 1).reshape(height * width, -1).to(table.dtype)
+    return torch.cat([table[:1], spatial], dim=0)
+
+
+__all__ = ["OTSegForSemanticSegmentation", "OTSegPreTrainedModel", "OTSegSemanticSegmenterOutput"]

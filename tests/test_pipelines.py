@@ -1,0 +1,332 @@
+"""Both pipelines end to end with a tiny saved model, installed and as remote code (subprocess)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import CLASS_NAMES, SEEN_LABEL_IDS, TINY_OVERRIDES
+from transformers import pipeline
+
+from otseg_hf import (
+    OTSegForSemanticSegmentation,
+    OTSegImageProcessor,
+    OTSegImageSegmentationPipeline,
+    OTSegZeroShotImageSegmentationPipeline,
+)
+from otseg_hf.pipeline_otseg import save_pipeline_folder
+
+MEAN = np.array([0.485, 0.456, 0.406])
+STD = np.array([0.229, 0.224, 0.225])
+PENALTY = 0.3  # larger than the default, so that the calibration visibly changes the tiny model's output
+
+
+@pytest.fixture(scope="module")
+def model(tiny_clip_dir):
+    torch.manual_seed(0)
+    model = OTSegForSemanticSegmentation.from_clip(
+        tiny_clip_dir,
+        CLASS_NAMES,
+        seen_label_ids=SEEN_LABEL_IDS,
+        image_size=32,
+        seen_class_penalty=PENALTY,
+        **TINY_OVERRIDES,
+    )
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def image_processor():
+    return OTSegImageProcessor(size={"shortest_edge": 32}, size_divisor=8)
+
+
+@pytest.fixture(scope="module")
+def folder(model, image_processor, tokenizer, tmp_path_factory):
+    path = tmp_path_factory.mktemp("otseg-folder")
+    save_pipeline_folder(path, model, image_processor, tokenizer=tokenizer)
+    return path
+
+
+@pytest.fixture(scope="module")
+def folder_without_tokenizer(model, image_processor, tmp_path_factory):
+    path = tmp_path_factory.mktemp("otseg-no-tokenizer")
+    save_pipeline_folder(path, model, image_processor)
+    return path
+
+
+@pytest.fixture(scope="module")
+def square_image():
+    """32x32: the processor keeps its size and one 32-pixel window covers it."""
+    return np.random.default_rng(0).integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+
+
+def reference_probabilities(model, image: np.ndarray, text_embeds=None) -> torch.Tensor:
+    """(K, H, W) sigmoid of the upsampled ensemble for an image the size of one window, computed by hand."""
+    pixel_values = torch.from_numpy(((image / 255.0 - MEAN) / STD).transpose(2, 0, 1)).float()[None]
+    with torch.no_grad():
+        logits = model(pixel_values, text_embeds=text_embeds).logits
+    return F.interpolate(logits, size=image.shape[:2], mode="bilinear", align_corners=False).sigmoid()[0]
+
+
+def calibrated_argmax(probabilities: torch.Tensor, seen: list[int]) -> np.ndarray:
+    probabilities = probabilities.clone()
+    probabilities[seen] -= PENALTY
+    return probabilities.argmax(0).numpy()
+
+
+def label_map(segments: list[dict], labels: list[str]) -> np.ndarray:
+    result = np.full(np.asarray(segments[0]["mask"]).shape, -1)
+    for segment in segments:
+        mask = np.asarray(segment["mask"])
+        assert set(np.unique(mask)) <= {0, 255}
+        assert (result[mask > 0] == -1).all(), "masks overlap"
+        result[mask > 0] = labels.index(segment["label"])
+    assert (result >= 0).all(), "masks do not cover the image"
+    return result
+
+
+def check_format(segments: list[dict], size: tuple[int, int]):
+    for segment in segments:
+        assert set(segment) == {"score", "label", "mask"}
+        assert isinstance(segment["score"], float) and 0.0 <= segment["score"] <= 1.0
+        assert segment["mask"].mode == "L" and segment["mask"].size == (size[1], size[0])
+
+
+# ----------------------------------------------------------------------------------------------------
+# image-segmentation
+# ----------------------------------------------------------------------------------------------------
+def test_image_segmentation_matches_the_reference(folder, model, square_image):
+    segmenter = pipeline(
+        "image-segmentation", model=str(folder), pipeline_class=OTSegImageSegmentationPipeline
+    )
+    segments = segmenter(PIL.Image.fromarray(square_image))
+    check_format(segments, (32, 32))
+    probabilities = reference_probabilities(model, square_image)
+    expected = calibrated_argmax(probabilities, SEEN_LABEL_IDS)
+    assert not np.array_equal(expected, probabilities.argmax(0).numpy()), "precondition: the penalty matters"
+    np.testing.assert_array_equal(label_map(segments, CLASS_NAMES), expected)
+    for segment in segments:
+        index = CLASS_NAMES.index(segment["label"])
+        mask = torch.from_numpy(np.asarray(segment["mask"]) > 0)
+        assert segment["score"] == pytest.approx(float(probabilities[index][mask].mean()), rel=1e-5)
+
+
+def test_image_segmentation_of_other_sizes_and_batches(folder):
+    segmenter = pipeline(
+        "image-segmentation", model=str(folder), pipeline_class=OTSegImageSegmentationPipeline
+    )
+    rng = np.random.default_rng(1)
+    wide = rng.integers(0, 256, size=(24, 70, 3), dtype=np.uint8)  # resized to 32x93: 3 windows
+    tall = rng.integers(0, 256, size=(45, 9, 3), dtype=np.uint8)
+    results = segmenter([PIL.Image.fromarray(wide), tall])
+    assert len(results) == 2
+    check_format(results[0], (24, 70))
+    check_format(results[1], (45, 9))
+    label_map(results[0], CLASS_NAMES)
+    single = segmenter(tall)
+    assert [s["label"] for s in single] == [s["label"] for s in results[1]]
+    with pytest.raises(ValueError, match="window_batch_size"):
+        segmenter([wide, tall], batch_size=2)
+
+
+def test_loading_a_folder_needs_remote_code_or_the_class(folder):
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        pipeline("image-segmentation", model=str(folder))
+
+
+def test_saved_pipeline_loads_back(folder, square_image, tmp_path):
+    segmenter = pipeline(
+        "image-segmentation", model=str(folder), pipeline_class=OTSegImageSegmentationPipeline
+    )
+    segmenter.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert set(config["custom_pipelines"]) == {"image-segmentation", "zero-shot-image-segmentation"}
+    assert (tmp_path / "pipeline_otseg.py").is_file() and (tmp_path / "inference.py").is_file()
+    again = pipeline("image-segmentation", model=str(tmp_path), pipeline_class=OTSegImageSegmentationPipeline)
+    first, second = segmenter(square_image), again(square_image)
+    assert [(s["label"], s["score"]) for s in first] == [(s["label"], s["score"]) for s in second]
+
+
+# ----------------------------------------------------------------------------------------------------
+# zero-shot-image-segmentation
+# ----------------------------------------------------------------------------------------------------
+def test_zero_shot_calibrates_only_seen_training_classes(model, image_processor, tokenizer, square_image):
+    """'red circle' was a seen class (penalised), 'yellow star' an unseen one and 'cat' a new one (not)."""
+    segmenter = pipeline(
+        "zero-shot-image-segmentation", model=model, image_processor=image_processor, tokenizer=tokenizer
+    )
+    assert isinstance(segmenter, OTSegZeroShotImageSegmentationPipeline)  # the task registered by otseg_hf
+    labels = ["cat", "red circle", "yellow star"]
+    segments = segmenter(square_image, candidate_labels=labels)
+    check_format(segments, (32, 32))
+    prompts = [template.format("cat") for template in model.config.prompt_templates]
+    tokens = tokenizer(prompts, padding=True, return_tensors="pt")
+    cat = model.get_text_embeddings(tokens["input_ids"], tokens["attention_mask"])
+    text_embeds = torch.cat([cat, model.class_text_embeds[[0, 3]]])
+    probabilities = reference_probabilities(model, square_image, text_embeds)
+    np.testing.assert_array_equal(label_map(segments, labels), calibrated_argmax(probabilities, [1]))
+
+
+def test_zero_shot_batches_and_embeds_the_labels_once(folder, square_image, monkeypatch):
+    segmenter = pipeline(
+        "zero-shot-image-segmentation",
+        model=str(folder),
+        pipeline_class=OTSegZeroShotImageSegmentationPipeline,
+    )
+    calls = []
+    original = segmenter.model.get_text_embeddings
+    monkeypatch.setattr(
+        segmenter.model, "get_text_embeddings", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
+    other = np.random.default_rng(2).integers(0, 256, size=(20, 50, 3), dtype=np.uint8)
+    labels = "grass, sky, red circle"  # a comma-separated string works too
+    results = segmenter([square_image, other], candidate_labels=labels)
+    assert len(results) == 2 and len(calls) == 1
+    check_format(results[1], (20, 50))
+    for image, batched in zip([square_image, other], results):
+        single = segmenter(image, candidate_labels=["grass", "sky", "red circle"])
+        assert [(s["label"], s["score"]) for s in single] == [(s["label"], s["score"]) for s in batched]
+    assert len(calls) == 1  # cached
+
+
+def test_zero_shot_without_calibration_for_transductive_models(
+    make_model, image_processor, tokenizer, square_image
+):
+    for model in (make_model(transductive=True), make_model(seen_label_ids=None)):
+        segmenter = OTSegZeroShotImageSegmentationPipeline(
+            model=model, image_processor=image_processor, tokenizer=tokenizer
+        )
+        labels = ["red circle", "blue square", "striped square"]
+        segments = segmenter(square_image, candidate_labels=labels)
+        probabilities = reference_probabilities(model, square_image, model.class_text_embeds[[0, 1, 4]])
+        np.testing.assert_array_equal(label_map(segments, labels), probabilities.argmax(0).numpy())
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        ([], "empty"),
+        (["cat", "dog", "cat"], "duplicated"),
+        (["cat", ""], "non-empty"),
+        (None, "candidate_labels"),
+    ],
+)
+def test_zero_shot_bad_labels_raise(folder, square_image, labels, message):
+    segmenter = pipeline(
+        "zero-shot-image-segmentation",
+        model=str(folder),
+        pipeline_class=OTSegZeroShotImageSegmentationPipeline,
+    )
+    with pytest.raises(ValueError, match=message):
+        segmenter(square_image, candidate_labels=labels)
+
+
+def test_folder_without_tokenizer(folder_without_tokenizer, model, square_image):
+    segmenter = pipeline(
+        "zero-shot-image-segmentation",
+        model=str(folder_without_tokenizer),
+        pipeline_class=OTSegZeroShotImageSegmentationPipeline,
+    )
+    with pytest.raises(ValueError, match="no tokenizer.*'cat'"):
+        segmenter(square_image, candidate_labels=["red circle", "cat"])
+    labels = ["yellow star", "red circle"]  # the model's own classes need no tokenizer
+    segments = segmenter(square_image, candidate_labels=labels)
+    probabilities = reference_probabilities(model, square_image, model.class_text_embeds[[3, 0]])
+    np.testing.assert_array_equal(label_map(segments, labels), calibrated_argmax(probabilities, [1]))
+
+
+# ----------------------------------------------------------------------------------------------------
+# remote code: a fresh interpreter where otseg_hf cannot be imported
+# ----------------------------------------------------------------------------------------------------
+REMOTE_SCRIPT = textwrap.dedent(
+    """
+    import hashlib, importlib.abc, json, sys
+
+    class BlockOTSeg(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "otseg_hf" or name.startswith("otseg_hf."):
+                raise ImportError(f"{name} is not importable here")
+
+    sys.meta_path.insert(0, BlockOTSeg())
+    import numpy as np
+    from transformers import pipeline
+
+    folder, image_path, out = sys.argv[1:4]
+
+    def summary(segments):
+        return [
+            {"label": s["label"], "score": s["score"], "mask": hashlib.sha1(np.asarray(s["mask"]).tobytes()).hexdigest()}
+            for s in segments
+        ]
+
+    seg = pipeline("image-segmentation", model=folder, trust_remote_code=True)
+    zs = pipeline("zero-shot-image-segmentation", model=folder, trust_remote_code=True)
+    result = {
+        "image-segmentation": summary(seg(image_path)),
+        "zero-shot": summary(zs(image_path, candidate_labels=["cat", "red circle"])),
+        "modules": [type(seg).__module__, type(zs).__module__, type(seg.model).__module__,
+                    type(seg.image_processor).__module__, type(zs.processor).__module__],
+        "otseg_hf_imported": any(name.split(".")[0] == "otseg_hf" for name in sys.modules),
+    }
+    json.dump(result, open(out, "w"))
+    """
+)
+
+
+def summary(segments):
+    return [
+        {
+            "label": s["label"],
+            "score": s["score"],
+            "mask": hashlib.sha1(np.asarray(s["mask"]).tobytes()).hexdigest(),
+        }
+        for s in segments
+    ]
+
+
+def test_remote_code_without_otseg_hf(folder, tmp_path):
+    image_path = tmp_path / "image.png"
+    PIL.Image.fromarray(np.random.default_rng(3).integers(0, 256, size=(24, 40, 3), dtype=np.uint8)).save(
+        image_path
+    )
+    script, out = tmp_path / "remote.py", tmp_path / "out.json"
+    script.write_text(REMOTE_SCRIPT)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    env.pop("PYTHONPATH", None)
+    run = subprocess.run(
+        [sys.executable, str(script), str(folder), str(image_path), str(out)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    remote = json.loads(out.read_text())
+    assert not remote["otseg_hf_imported"]
+    assert all(module.startswith("transformers_modules.") for module in remote["modules"])
+
+    installed_seg = pipeline(
+        "image-segmentation", model=str(folder), pipeline_class=OTSegImageSegmentationPipeline
+    )
+    installed_zs = pipeline(
+        "zero-shot-image-segmentation",
+        model=str(folder),
+        pipeline_class=OTSegZeroShotImageSegmentationPipeline,
+    )
+    for key, expected in [
+        ("image-segmentation", summary(installed_seg(str(image_path)))),
+        ("zero-shot", summary(installed_zs(str(image_path), candidate_labels=["cat", "red circle"]))),
+    ]:
+        got = remote[key]
+        assert [(s["label"], s["mask"]) for s in got] == [(s["label"], s["mask"]) for s in expected]
+        assert [s["score"] for s in got] == pytest.approx([s["score"] for s in expected], rel=1e-6)
