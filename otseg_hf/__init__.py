@@ -9,20 +9,31 @@ from transformers import (
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .configuration_otseg import OTSegConfig
+from .configuration_zegot import ZegOTConfig
 from .image_processing_otseg import OTSegImageProcessor
 from .inference import OTSegSlidingWindowOutput, sliding_window_inference
 from .modeling_otseg import OTSegForSemanticSegmentation, OTSegPreTrainedModel, OTSegSemanticSegmenterOutput
+from .modeling_zegot import (
+    ZegOTForSemanticSegmentation,
+    ZegOTPreTrainedModel,
+    ZegOTPromptLearner,
+    ZegOTSemanticSegmenterOutput,
+)
 from .pipeline_otseg import OTSegImageSegmentationPipeline, OTSegZeroShotImageSegmentationPipeline
 from .processing_otseg import OTSegProcessor
 from .sinkhorn import log_sinkhorn
 
-AutoConfig.register(OTSegConfig.model_type, OTSegConfig, exist_ok=True)
-AutoModelForSemanticSegmentation.register(OTSegConfig, OTSegForSemanticSegmentation, exist_ok=True)
-AutoImageProcessor.register(OTSegConfig, image_processor_classes={"pil": OTSegImageProcessor}, exist_ok=True)
-AutoProcessor.register(OTSegConfig, OTSegProcessor, exist_ok=True)
-# saved folders carry the code and an auto_map, so they load with trust_remote_code=True elsewhere
-OTSegConfig.register_for_auto_class()
-OTSegForSemanticSegmentation.register_for_auto_class("AutoModelForSemanticSegmentation")
+for _config, _model in (
+    (OTSegConfig, OTSegForSemanticSegmentation),
+    (ZegOTConfig, ZegOTForSemanticSegmentation),
+):
+    AutoConfig.register(_config.model_type, _config, exist_ok=True)
+    AutoModelForSemanticSegmentation.register(_config, _model, exist_ok=True)
+    AutoImageProcessor.register(_config, image_processor_classes={"pil": OTSegImageProcessor}, exist_ok=True)
+    AutoProcessor.register(_config, OTSegProcessor, exist_ok=True)
+    # saved folders carry the code and an auto_map, so they load with trust_remote_code=True elsewhere
+    _config.register_for_auto_class()
+    _model.register_for_auto_class("AutoModelForSemanticSegmentation")
 OTSegImageProcessor.register_for_auto_class("AutoImageProcessor")
 OTSegProcessor.register_for_auto_class("AutoProcessor")
 # a task transformers does not have; "image-segmentation" is left to transformers (saved folders name
@@ -46,6 +57,11 @@ __all__ = [
     "OTSegSemanticSegmenterOutput",
     "OTSegSlidingWindowOutput",
     "OTSegZeroShotImageSegmentationPipeline",
+    "ZegOTConfig",
+    "ZegOTForSemanticSegmentation",
+    "ZegOTPreTrainedModel",
+    "ZegOTPromptLearner",
+    "ZegOTSemanticSegmenterOutput",
     "log_sinkhorn",
     "sliding_window_inference",
 ]

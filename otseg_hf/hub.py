@@ -25,7 +25,8 @@ from .image_processing_otseg import OTSegImageProcessor
 from .modeling_otseg import OTSegForSemanticSegmentation
 from .pipeline_otseg import save_pipeline_folder
 
-CARD_TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "otseg_template.md"
+# model_cards/otseg_template.md, shipped inside the package (a link in the source tree, a file in wheels)
+CARD_TEMPLATE = Path(__file__).resolve().parent / "model_card_template.md"
 SETTING_DESCRIPTIONS = {
     "inductive": "trained on the seen classes only; the unseen classes were never labelled.",
     "transductive": (

@@ -33,6 +33,11 @@ def check_labels(labels: torch.Tensor, num_classes: int, ignore_index: int) -> t
 
 def inductive_labels(labels: torch.Tensor, seen_label_ids: list[int], ignore_index: int) -> torch.Tensor:
     """Map seen class ids to 0..K_seen-1 (order of `seen_label_ids`); every other pixel -> ignore."""
+    if not seen_label_ids:
+        raise ValueError(
+            "an inductive model without seen classes (seen_label_ids is empty) has nothing to train on; "
+            "set seen_label_ids, or seen_label_ids=None for fully supervised training"
+        )
     num_classes = int(max(seen_label_ids, default=-1)) + 1
     lookup = torch.full((max(num_classes, 1),), ignore_index, dtype=labels.dtype, device=labels.device)
     lookup[torch.as_tensor(seen_label_ids, dtype=torch.long, device=labels.device)] = torch.arange(

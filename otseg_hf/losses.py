@@ -32,11 +32,17 @@ def count_masks(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 def _present(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(B, K) bool: class k occurs in image b."""
+    labels = labels.long()
     valid = (labels >= 0) & (labels < num_classes)
     flat = torch.where(valid, labels, num_classes).flatten(1)
     counts = torch.zeros(labels.shape[0], num_classes + 1, device=labels.device, dtype=torch.long)
     counts.scatter_add_(1, flat, torch.ones_like(flat))
     return counts[:, :num_classes] > 0
+
+
+def _compute_dtype(logits: torch.Tensor) -> torch.dtype:
+    """float32 for half-precision logits, float64 kept."""
+    return torch.promote_types(logits.dtype, torch.float32)
 
 
 def upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -63,7 +69,7 @@ def mask_loss_reference(
         num_masks: normaliser, see `count_masks`.
     """
     num_classes = logits.shape[1]
-    x = upsample(logits, labels.shape[-2:]).float().flatten(2)  # (B, K, HW)
+    x = upsample(logits, labels.shape[-2:]).to(_compute_dtype(logits)).flatten(2)  # (B, K, HW)
     y = (labels.unsqueeze(1) == torch.arange(num_classes, device=labels.device).view(1, -1, 1, 1)).flatten(2)
     y = y.to(x.dtype)
     p = x.sigmoid()
@@ -85,8 +91,8 @@ class _ChunkedMaskLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, labels, num_masks, focal_weight, dice_weight, alpha, gamma, chunk):
         size = labels.shape[-2:]
-        focal_total = logits.new_zeros((), dtype=torch.float32)
-        dice_total = logits.new_zeros((), dtype=torch.float32)
+        focal_total = logits.new_zeros((), dtype=_compute_dtype(logits))
+        dice_total = logits.new_zeros((), dtype=_compute_dtype(logits))
         stats = []
         for start in range(0, logits.shape[1], chunk):
             x, y = _chunk_maps(logits, labels, start, chunk, size)
@@ -134,14 +140,14 @@ class _ChunkedMaskLoss(torch.autograd.Function):
             d_x = (d_x * scale).view(*d_x.shape[:2], *size)
             with torch.enable_grad():
                 low = logits[:, start : start + chunk].detach().requires_grad_(True)
-                (grad_low,) = torch.autograd.grad(upsample(low, size).float(), low, d_x)
+                (grad_low,) = torch.autograd.grad(upsample(low, size).to(d_x.dtype), low, d_x)
             grads.append(grad_low)
         return torch.cat(grads, dim=1), None, None, None, None, None, None, None
 
 
 def _chunk_maps(logits, labels, start, chunk, size):
     """Upsampled logits and binary targets of classes start..start+chunk-1, flattened: (B, c, HW)."""
-    x = upsample(logits[:, start : start + chunk], size).float().flatten(2)
+    x = upsample(logits[:, start : start + chunk], size).to(_compute_dtype(logits)).flatten(2)
     ids = torch.arange(start, start + x.shape[1], device=labels.device).view(1, -1, 1, 1)
     y = (labels.unsqueeze(1) == ids).flatten(2).to(x.dtype)
     return x, y
@@ -161,7 +167,7 @@ def mask_loss(
     batch, num_classes = logits.shape[:2]
     pixels = labels.shape[-2] * labels.shape[-1]
     chunk = max(1, min(num_classes, max_chunk_elements // max(1, batch * pixels)))
-    num_masks = torch.as_tensor(num_masks, dtype=torch.float32, device=logits.device)
+    num_masks = torch.as_tensor(num_masks, dtype=_compute_dtype(logits), device=logits.device)
     return _ChunkedMaskLoss.apply(logits, labels, num_masks, focal_weight, dice_weight, alpha, gamma, chunk)
 
 

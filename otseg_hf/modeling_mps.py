@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -66,3 +68,47 @@ def multi_prompt_sinkhorn_score(
 
 
 __all__ = ["RelationshipDescriptor", "multi_prompt_sinkhorn_score", "sinkhorn_similarity_map"]
+
+
+class FrozenCLIPMixin:
+    """`from_pretrained` that freezes `model.clip` again: transformers' loader replaces every loaded tensor by a
+    new parameter that requires gradients, which would silently make the whole CLIP trainable."""
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # output_loading_info=True gives a tuple
+        model.clip.requires_grad_(False)
+        return loaded
+
+
+def check_pixel_values(pixel_values: torch.Tensor, vision_config) -> None:
+    """Raise `ValueError` unless `pixel_values` is (B, C, H, W) with H, W positive multiples of the patch size."""
+    if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 4:
+        shape = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values)
+        raise ValueError(f"pixel_values must be a (batch, channels, height, width) tensor, got {shape}")
+    _, channels, height, width = pixel_values.shape
+    if channels != vision_config.num_channels:
+        raise ValueError(f"pixel_values must have {vision_config.num_channels} channels, got {channels}")
+    patch = vision_config.patch_size
+    if height < patch or width < patch:
+        raise ValueError(f"images must be at least one patch ({patch}x{patch}) large, got {height}x{width}")
+    if height % patch or width % patch:
+        raise ValueError(
+            f"image height and width must be multiples of the patch size {patch}, got {height}x{width}; "
+            "resize or pad them (the image processor does)"
+        )
+
+
+def resize_position_embeddings(table: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Resize a (1 + S*S, C) CLIP position table to (1 + height*width, C): bilinear, align_corners=False,
+    class position unchanged (spec section 2.3). The table itself is returned when no resize is needed."""
+    size = math.isqrt(table.shape[0] - 1)
+    if size * size != table.shape[0] - 1:
+        raise ValueError(f"position embeddings of {table.shape[0]} rows are not 1 + a square grid")
+    if (height, width) == (size, size):
+        return table
+    spatial = table[1:].reshape(1, size, size, -1).permute(0, 3, 1, 2).float()  # (1, C, S, S)
+    spatial = F.interpolate(spatial, size=(height, width), mode="bilinear", align_corners=False)
+    spatial = spatial.permute(0, 2, 3, 1).reshape(height * width, -1).to(table.dtype)
+    return torch.cat([table[:1], spatial], dim=0)

@@ -20,7 +20,14 @@ from transformers.utils import ModelOutput
 from .configuration_otseg import OTSegConfig
 from .label_settings import check_labels, inductive_labels, transductive_labels
 from .losses import count_masks, mask_loss, upsample
-from .modeling_mps import RelationshipDescriptor, multi_prompt_sinkhorn_score, sinkhorn_similarity_map
+from .modeling_mps import (
+    FrozenCLIPMixin,
+    RelationshipDescriptor,
+    check_pixel_values,
+    multi_prompt_sinkhorn_score,
+    resize_position_embeddings,
+    sinkhorn_similarity_map,
+)
 
 
 @dataclass
@@ -166,7 +173,7 @@ class OTSegHead(nn.Module):
         return decoder, score
 
 
-class OTSegPreTrainedModel(PreTrainedModel):
+class OTSegPreTrainedModel(FrozenCLIPMixin, PreTrainedModel):
     config_class = OTSegConfig
     config: OTSegConfig
     base_model_prefix = "otseg"
@@ -330,7 +337,9 @@ class OTSegForSemanticSegmentation(OTSegPreTrainedModel):
             tokens = tokenizer(prompts[start : start + batch_size], padding=True, return_tensors="pt")
             features = self.clip.get_text_features(
                 input_ids=tokens["input_ids"].to(device),
-                attention_mask=tokens.get("attention_mask").to(device),
+                attention_mask=None
+                if tokens.get("attention_mask") is None
+                else tokens["attention_mask"].to(device),
             ).pooler_output
             chunks.append(F.normalize(features.float(), dim=-1))
         embeds = torch.cat(chunks).view(len(class_names), len(templates), -1)
@@ -433,7 +442,7 @@ class OTSegForSemanticSegmentation(OTSegPreTrainedModel):
             raise TypeError(f"unexpected arguments: {sorted(kwargs)}")
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         config = self.config
-        self._check_pixel_values(pixel_values)
+        check_pixel_values(pixel_values, config.clip_config.vision_config)
 
         # 1. text: (K, N, D) prompt embeddings of the call's vocabulary
         own_vocabulary = text_embeds is None and input_ids is None
@@ -500,27 +509,6 @@ class OTSegForSemanticSegmentation(OTSegPreTrainedModel):
     # ------------------------------------------------------------------------------------------------
     # checks
     # ------------------------------------------------------------------------------------------------
-    def _check_pixel_values(self, pixel_values: torch.Tensor) -> None:
-        vision = self.config.clip_config.vision_config
-        if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 4:
-            shape = (
-                tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values)
-            )
-            raise ValueError(f"pixel_values must be a (batch, channels, height, width) tensor, got {shape}")
-        _, channels, height, width = pixel_values.shape
-        if channels != vision.num_channels:
-            raise ValueError(f"pixel_values must have {vision.num_channels} channels, got {channels}")
-        patch = vision.patch_size
-        if height < patch or width < patch:
-            raise ValueError(
-                f"images must be at least one patch ({patch}x{patch}) large, got {height}x{width}"
-            )
-        if height % patch or width % patch:
-            raise ValueError(
-                f"image height and width must be multiples of the patch size {patch}, got {height}x{width}; "
-                "resize or pad them (the image processor does)"
-            )
-
     def _check_text_cache(self) -> None:
         if getattr(self, "_text_cache_checked", False):
             return
@@ -530,20 +518,6 @@ class OTSegForSemanticSegmentation(OTSegPreTrainedModel):
                 "build the model with OTSegForSemanticSegmentation.from_clip, or pass text_embeds"
             )
         self._text_cache_checked = True
-
-
-def resize_position_embeddings(table: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Resize a (1 + S*S, C) CLIP position table to (1 + height*width, C): bilinear, align_corners=False,
-    class position unchanged (spec section 2.3). The table itself is returned when no resize is needed."""
-    size = math.isqrt(table.shape[0] - 1)
-    if size * size != table.shape[0] - 1:
-        raise ValueError(f"position embeddings of {table.shape[0]} rows are not 1 + a square grid")
-    if (height, width) == (size, size):
-        return table
-    spatial = table[1:].reshape(1, size, size, -1).permute(0, 3, 1, 2).float()  # (1, C, S, S)
-    spatial = F.interpolate(spatial, size=(height, width), mode="bilinear", align_corners=False)
-    spatial = spatial.permute(0, 2, 3, 1).reshape(height * width, -1).to(table.dtype)
-    return torch.cat([table[:1], spatial], dim=0)
 
 
 __all__ = ["OTSegForSemanticSegmentation", "OTSegPreTrainedModel", "OTSegSemanticSegmenterOutput"]

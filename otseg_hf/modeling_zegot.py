@@ -22,8 +22,13 @@ from transformers.utils import ModelOutput
 from .configuration_zegot import ZegOTConfig
 from .label_settings import check_labels, inductive_labels, transductive_labels
 from .losses import count_masks, mask_loss, upsample
-from .modeling_mps import RelationshipDescriptor, multi_prompt_sinkhorn_score
-from .modeling_otseg import resize_position_embeddings
+from .modeling_mps import (
+    FrozenCLIPMixin,
+    RelationshipDescriptor,
+    check_pixel_values,
+    multi_prompt_sinkhorn_score,
+    resize_position_embeddings,
+)
 
 
 @dataclass
@@ -71,7 +76,7 @@ class ZegOTPromptLearner(nn.Module):
         return torch.cat([start, contexts, rest], dim=2)
 
 
-class ZegOTPreTrainedModel(PreTrainedModel):
+class ZegOTPreTrainedModel(FrozenCLIPMixin, PreTrainedModel):
     config_class = ZegOTConfig
     config: ZegOTConfig
     base_model_prefix = "zegot"
@@ -186,9 +191,8 @@ class ZegOTForSemanticSegmentation(ZegOTPreTrainedModel):
         num_classes, num_prompts = prompts.shape[:2]
         hidden = text_model.embeddings(inputs_embeds=prompts.flatten(0, 1))  # + positions
         # 3. frozen encoder with CLIP's causal mask, as CLIPTextModel runs it
-        mask = create_causal_mask(
-            config=text_model.config, inputs_embeds=hidden, attention_mask=None, past_key_values=None
-        )
+        # (the cache argument is positional: transformers renamed it from past_key_values to cache in 5.x)
+        mask = create_causal_mask(text_model.config, hidden, None, None)
         hidden = text_model.encoder(
             inputs_embeds=hidden, attention_mask=mask, is_causal=True
         ).last_hidden_state
@@ -285,15 +289,6 @@ class ZegOTForSemanticSegmentation(ZegOTPreTrainedModel):
                 "with its attention_mask of the same shape"
             )
         return self.encode_prompts(input_ids, attention_mask.sum(-1) - 1)
-
-    @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        """`PreTrainedModel.from_pretrained`, with the CLIP frozen again: the loader replaces the parameters by new
-        ones that require gradients."""
-        loaded = super().from_pretrained(*args, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded  # output_loading_info=True gives a tuple
-        model.clip.requires_grad_(False)
-        return loaded
 
     def save_pretrained(self, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, refreshing the class-embedding cache first if training changed it."""
@@ -414,7 +409,7 @@ class ZegOTForSemanticSegmentation(ZegOTPreTrainedModel):
             raise TypeError(f"unexpected arguments: {sorted(kwargs)}")
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         config = self.config
-        _check_pixel_values(pixel_values, config.clip_config.vision_config)
+        check_pixel_values(pixel_values, config.clip_config.vision_config)
         if text_embeds is not None and input_ids is not None:
             raise ValueError("give either text_embeds or input_ids, not both")
         own_vocabulary = text_embeds is None and input_ids is None
@@ -523,22 +518,6 @@ class ZegOTForSemanticSegmentation(ZegOTPreTrainedModel):
                 "or pass text_embeds"
             )
         self._text_cache_checked = True
-
-
-def _check_pixel_values(pixel_values: torch.Tensor, vision_config) -> None:
-    """Raise `ValueError` unless `pixel_values` is (B, C, H, W) with H, W positive multiples of the patch size."""
-    if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 4:
-        shape = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values)
-        raise ValueError(f"pixel_values must be a (batch, channels, height, width) tensor, got {shape}")
-    _, channels, height, width = pixel_values.shape
-    if channels != vision_config.num_channels:
-        raise ValueError(f"pixel_values must have {vision_config.num_channels} channels, got {channels}")
-    patch = vision_config.patch_size
-    if height < patch or width < patch or height % patch or width % patch:
-        raise ValueError(
-            f"image height and width must be positive multiples of the patch size {patch}, got {height}x{width}; "
-            "resize or pad them (the image processor does)"
-        )
 
 
 __all__ = [

@@ -332,11 +332,6 @@ def test_labels_dtype_does_not_matter_for_the_loss():
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="losses upcast with .float(), which also downcasts float64 logits: the loss is float32 and "
-    "float64 logits lose their precision (mask_loss cannot be gradchecked)",
-)
 @pytest.mark.parametrize("name", LOSSES)
 def test_float64_logits_keep_float64_precision(name):
     loss = LOSSES[name](LOGITS_2X2, LABELS, 4)
@@ -368,11 +363,6 @@ def test_count_masks_is_at_least_one():
     assert count_masks(torch.full((1, 2, 2), 9), 4).item() == 1.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="count_masks scatters with the labels as the index: uint8/int32 labels raise "
-    "RuntimeError (index must be int64), while mask_loss accepts them",
-)
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.int32])
 def test_count_masks_accepts_integer_labels_of_any_width(dtype):
     labels = torch.tensor([[[0, 2, IGNORE], [2, 2, 0]], [[1, 1, IGNORE], [IGNORE, 1, 1]]], dtype=dtype)

@@ -667,12 +667,6 @@ def test_save_and_load_round_trip(saved_model, loader):
     torch.testing.assert_close(loaded(pixel_values).logits, model(pixel_values).logits, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="transformers 5 loading replaces every loaded tensor by a new nn.Parameter(requires_grad=True), "
-    "so after from_pretrained the whole CLIP is trainable again (the __init__ freeze is lost)",
-)
 @pytest.mark.parametrize("loader", [OTSegForSemanticSegmentation, AutoModelForSemanticSegmentation])
 def test_from_pretrained_keeps_clip_frozen(saved_model, loader):
     # spec section 2.8: every CLIP weight is frozen -- also in a model resumed from a checkpoint (the
@@ -842,11 +836,6 @@ def test_bad_inputs_raise_value_error(make_model, inputs, message):
         model(**inputs)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an inductive model with seen_label_ids=[] accepts labels, returns a loss of 0 over 0 classes "
-    "and fails in backward with torch.cat(): expected a non-empty list of Tensors",
-)
 def test_inductive_labels_without_seen_classes_raise(make_model):
     model = make_model(seen_label_ids=[]).train()
     with pytest.raises(ValueError, match="seen"):
