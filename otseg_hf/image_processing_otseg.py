@@ -312,8 +312,9 @@ class OTSegImageProcessor(PilBackend):
 
 
 def reduce_labels(label: np.ndarray, ignore_index: int = 255) -> np.ndarray:
-    """transformers' `do_reduce_labels`: 0 -> ignore_index, k -> k - 1, ignore_index stays."""
-    label = label.astype(np.int64)
+    """transformers' `do_reduce_labels`, for datasets whose 0 is a background that is not a class (VOC,
+    Context, ADE20K): 0 -> ignore_index, k -> k - 1, ignore_index stays. Returns int64."""
+    label = np.asarray(label).astype(np.int64)
     reduced = label - 1
     reduced[(label == 0) | (label == ignore_index)] = ignore_index
     return reduced

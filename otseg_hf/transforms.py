@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .image_processing_otseg import reduce_labels
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -58,13 +60,6 @@ def to_arrays(image, label) -> tuple[np.ndarray, np.ndarray]:
 # ----------------------------------------------------------------------------------------------------
 # label helpers
 # ----------------------------------------------------------------------------------------------------
-def reduce_labels(label: np.ndarray, ignore_index: int = 255) -> np.ndarray:
-    """Datasets whose 0 is a background that is not a class (VOC, Context, ADE20K): 0 -> ignore,
-    k -> k - 1, ignore stays ignore."""
-    label = np.asarray(label)
-    return np.where((label == 0) | (label == ignore_index), ignore_index, label - 1).astype(label.dtype)
-
-
 def check_label_ids(
     label: np.ndarray, num_classes: int, ignore_index: int = 255, where: str = ""
 ) -> np.ndarray:
