@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from transformers import CLIPConfig, CLIPTextConfig, CLIPVisionConfig, PretrainedConfig
+from transformers import CLIPConfig, PretrainedConfig
 
-VOC_CLASS_NAMES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
-    "tvmonitor",
-)  # fmt: skip
-VOC_UNSEEN_LABEL_IDS = (15, 16, 17, 18, 19)
+from .configuration_zero_shot import (
+    VOC_CLASS_NAMES,
+    VOC_UNSEEN_LABEL_IDS,
+    ZeroShotSegmentationConfigMixin,
+    check_int,
+    resolve_clip_config,
+    resolve_vocabulary,
+)
 
 VOC_PROMPT_TEMPLATES = (
     "a photo of a {}.",
@@ -23,16 +25,7 @@ VOC_PROMPT_TEMPLATES = (
 CONTEXT_PROMPT_TEMPLATES = VOC_PROMPT_TEMPLATES + ("a photo of large {}.", "a background of a {}.")
 
 
-def default_clip_config() -> CLIPConfig:
-    """CLIP ViT-B/16 at 512 pixels with a 512-d joint space: the OTSeg backbone."""
-    return CLIPConfig(
-        text_config=CLIPTextConfig().to_dict(),
-        vision_config=CLIPVisionConfig(patch_size=16, image_size=512).to_dict(),
-        projection_dim=512,
-    )
-
-
-class OTSegConfig(PretrainedConfig):
+class OTSegConfig(ZeroShotSegmentationConfigMixin, PretrainedConfig):
     r"""
     Configuration of an [`OTSegForSemanticSegmentation`] model. Defaults give the PASCAL VOC inductive
     recipe of the OTSeg paper (CLIP ViT-B/16 at 512 px, 20 classes, classes 15-19 unseen).
@@ -42,7 +35,8 @@ class OTSegConfig(PretrainedConfig):
             The wrapped CLIP. Defaults to ViT-B/16 at image size 512 with projection 512 (not transformers'
             default CLIP, which is ViT-B/32 at 224).
         id2label (`dict[int, str]`, *optional*):
-            Class names of the vocabulary, ids 0..K-1. Defaults to the 20 PASCAL VOC classes.
+            Class names of the vocabulary, ids 0..K-1. Defaults to the 20 PASCAL VOC classes. `num_labels` alone
+            is an error (the model needs names); given with `id2label`, it must equal its length.
         label2id (`dict[str, int]`, *optional*):
             Inverse of `id2label`; derived when not given.
         seen_label_ids (`list[int]`, *optional*):
@@ -139,29 +133,8 @@ class OTSegConfig(PretrainedConfig):
         initializer_range: float = 0.02,
         **kwargs,
     ):
-        if clip_config is None:
-            clip_config = default_clip_config()
-        elif isinstance(clip_config, dict):
-            clip_config = CLIPConfig(**clip_config)
-        elif not isinstance(clip_config, CLIPConfig):
-            raise ValueError(f"clip_config must be a CLIPConfig or a dict, got {type(clip_config).__name__}")
-        self.clip_config = clip_config
-
-        voc_vocabulary = kwargs.get("id2label") is None
-        if voc_vocabulary:
-            kwargs["id2label"] = dict(enumerate(VOC_CLASS_NAMES))
-            kwargs.pop("num_labels", None)
-        if isinstance(seen_label_ids, str):
-            if seen_label_ids != "voc_default":
-                raise ValueError(
-                    f"seen_label_ids must be a list of class ids or None, got {seen_label_ids!r}"
-                )
-            seen_label_ids = (
-                [i for i in range(20) if i not in VOC_UNSEEN_LABEL_IDS] if voc_vocabulary else None
-            )
-        kwargs["id2label"], kwargs["label2id"] = _check_vocabulary(kwargs["id2label"], kwargs.get("label2id"))
-
-        self.seen_label_ids = None if seen_label_ids is None else [int(i) for i in seen_label_ids]
+        self.clip_config = resolve_clip_config(clip_config)
+        self.seen_label_ids = resolve_vocabulary(kwargs, seen_label_ids)
         self.transductive = bool(transductive)
         self.prompt_templates = list(VOC_PROMPT_TEMPLATES if prompt_templates is None else prompt_templates)
         self.num_visual_prompts = num_visual_prompts
@@ -191,114 +164,40 @@ class OTSegConfig(PretrainedConfig):
 
     # -- derived ------------------------------------------------------------------------------------
     @property
-    def class_names(self) -> list[str]:
-        """Class names in id order."""
-        return [self.id2label[i] for i in range(len(self.id2label))]
-
-    @property
-    def unseen_label_ids(self) -> list[int]:
-        """Ids of the classes not seen in training (empty when fully supervised)."""
-        if self.seen_label_ids is None:
-            return []
-        seen = set(self.seen_label_ids)
-        return [i for i in range(len(self.id2label)) if i not in seen]
-
-    @property
-    def setting(self) -> str:
-        """`"fully_supervised"`, `"inductive"` or `"transductive"`."""
-        if self.seen_label_ids is None:
-            return "fully_supervised"
-        return "transductive" if self.transductive else "inductive"
-
-    @property
-    def projection_dim(self) -> int:
-        return self.clip_config.projection_dim
+    def tokenizer_templates(self) -> list[str]:
+        """The texts the tokenizer gets per class, each with one `{}` for the name: the N prompt templates.
+        `OTSegProcessor(prompt_templates=config.tokenizer_templates)` makes the `input_ids` this model reads."""
+        return list(self.prompt_templates)
 
     # -- checks -------------------------------------------------------------------------------------
     def validate(self):
         """Raise `ValueError` naming the first invalid field."""
         vision = self.clip_config.vision_config
-        num_classes = len(self.id2label)
-        if self.seen_label_ids is not None:
-            bad = [i for i in self.seen_label_ids if not 0 <= i < num_classes]
-            if bad:
-                raise ValueError(f"seen_label_ids {bad} are out of range for {num_classes} classes")
-            if len(set(self.seen_label_ids)) != len(self.seen_label_ids):
-                raise ValueError(f"seen_label_ids has duplicates: {self.seen_label_ids}")
-        if self.transductive and not self.unseen_label_ids:
-            raise ValueError(
-                "transductive=True needs unseen classes: set seen_label_ids to the seen classes only"
-            )
+        self.check_label_setting()
         if not self.prompt_templates:
             raise ValueError("prompt_templates must hold at least one template")
         for template in self.prompt_templates:
             if not isinstance(template, str) or template.count("{}") != 1:
                 raise ValueError(f"each prompt template needs exactly one '{{}}', got {template!r}")
-        _check_int("num_visual_prompts", self.num_visual_prompts, 1)
-        _check_int("visual_prompt_depth", self.visual_prompt_depth, 0)
+        check_int("num_visual_prompts", self.num_visual_prompts, 1)
+        check_int("visual_prompt_depth", self.visual_prompt_depth, 0)
         if self.visual_prompt_depth > vision.num_hidden_layers - 1:
             raise ValueError(
                 f"visual_prompt_depth ({self.visual_prompt_depth}) must be at most the number of vision layers "
                 f"- 1 ({vision.num_hidden_layers - 1}): prompts are replaced before layers 1..depth"
             )
-        _check_int("num_decoder_layers", self.num_decoder_layers, 1)
-        _check_int("decoder_ffn_dim", self.decoder_ffn_dim, 1)
-        _check_int("sinkhorn_max_iter", self.sinkhorn_max_iter, 1)
+        check_int("num_decoder_layers", self.num_decoder_layers, 1)
+        check_int("decoder_ffn_dim", self.decoder_ffn_dim, 1)
         for name in ("visual_prompt_dropout", "decoder_dropout", "attention_dropout"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {value}")
-        for name in ("sinkhorn_epsilon", "sinkhorn_tol", "prompt_norm_eps", "decoder_layer_norm_eps"):
+        for name in ("prompt_norm_eps", "decoder_layer_norm_eps"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0.0 <= self.ensemble_weight <= 1.0:
             raise ValueError(f"ensemble_weight must be in [0, 1], got {self.ensemble_weight}")
-        for name in ("focal_loss_weight", "dice_loss_weight", "focal_gamma", "seen_class_penalty"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0.0 <= self.focal_alpha <= 1.0:
-            raise ValueError(f"focal_alpha must be in [0, 1], got {self.focal_alpha}")
-        if 0 <= self.ignore_index < num_classes:
-            raise ValueError(
-                f"ignore_index ({self.ignore_index}) collides with a class id (0..{num_classes - 1})"
-            )
-        _check_int("inference_window_size", self.inference_window_size, vision.patch_size)
-        _check_int("inference_window_stride", self.inference_window_stride, 1)
-        if self.inference_window_size % vision.patch_size:
-            raise ValueError(
-                f"inference_window_size ({self.inference_window_size}) must be a multiple of the patch size "
-                f"({vision.patch_size})"
-            )
-        if vision.image_size % vision.patch_size:
-            raise ValueError(
-                f"clip_config.vision_config.image_size ({vision.image_size}) must be a multiple of the patch size "
-                f"({vision.patch_size})"
-            )
+        self.check_solver_loss_and_inference()
 
 
-def _check_int(name: str, value, minimum: int):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_vocabulary(id2label: dict, label2id: dict | None) -> tuple[dict[int, str], dict[str, int]]:
-    """Normalise id2label/label2id and check they describe K distinct, non-empty class names 0..K-1."""
-    if not isinstance(id2label, dict) or not id2label:
-        raise ValueError("id2label must be a non-empty dict {id: class name}")
-    id2label = {int(k): v for k, v in id2label.items()}
-    if sorted(id2label) != list(range(len(id2label))):
-        raise ValueError(f"id2label keys must be 0..{len(id2label) - 1}, got {sorted(id2label)}")
-    names = [id2label[i] for i in range(len(id2label))]
-    for name in names:
-        if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"class names must be non-empty strings, got {name!r}")
-    duplicated = sorted({n for n in names if names.count(n) > 1})
-    if duplicated:
-        raise ValueError(f"duplicated class names: {duplicated}")
-    derived = {name: i for i, name in enumerate(names)}
-    if label2id is not None and {str(k): int(v) for k, v in label2id.items()} != derived:
-        raise ValueError("label2id does not match id2label")
-    return id2label, derived
-
-
-__all__ = ["OTSegConfig"]
+__all__ = ["OTSegConfig", "VOC_CLASS_NAMES", "VOC_PROMPT_TEMPLATES", "VOC_UNSEEN_LABEL_IDS"]

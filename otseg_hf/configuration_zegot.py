@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from transformers import CLIPConfig, PretrainedConfig
 
-from .configuration_otseg import (
-    VOC_CLASS_NAMES,
-    VOC_UNSEEN_LABEL_IDS,
-    _check_int,
-    _check_vocabulary,
-    default_clip_config,
+from .configuration_zero_shot import (
+    ZeroShotSegmentationConfigMixin,
+    check_int,
+    resolve_clip_config,
+    resolve_vocabulary,
 )
 
 LAYER_COMBINATIONS = ("mean", "last")
 
 
-class ZegOTConfig(PretrainedConfig):
+class ZegOTConfig(ZeroShotSegmentationConfigMixin, PretrainedConfig):
     r"""
     Configuration of a [`ZegOTForSemanticSegmentation`] model. Defaults give the PASCAL VOC inductive setting
     with the design fixed in `spec/zegot.md` (CLIP ViT-B/16 at 512 px, 20 classes, classes 15-19 unseen,
@@ -25,7 +24,8 @@ class ZegOTConfig(PretrainedConfig):
         clip_config (`CLIPConfig` or `dict`, *optional*):
             The wrapped, fully frozen CLIP. Defaults to ViT-B/16 at image size 512 with projection 512.
         id2label (`dict[int, str]`, *optional*):
-            Class names of the vocabulary, ids 0..K-1. Defaults to the 20 PASCAL VOC classes.
+            Class names of the vocabulary, ids 0..K-1. Defaults to the 20 PASCAL VOC classes. `num_labels` alone
+            is an error (the model needs names); given with `id2label`, it must equal its length.
         label2id (`dict[str, int]`, *optional*):
             Inverse of `id2label`; derived when not given.
         seen_label_ids (`list[int]`, *optional*):
@@ -118,32 +118,8 @@ class ZegOTConfig(PretrainedConfig):
         initializer_range: float = 0.02,
         **kwargs,
     ):
-        if clip_config is None:
-            clip_config = default_clip_config()
-        elif isinstance(clip_config, dict):
-            clip_config = CLIPConfig(**clip_config)
-        elif not isinstance(clip_config, CLIPConfig):
-            raise ValueError(f"clip_config must be a CLIPConfig or a dict, got {type(clip_config).__name__}")
-        self.clip_config = clip_config
-
-        # vocabulary: VOC by default, and then VOC's seen classes unless told otherwise
-        voc_vocabulary = kwargs.get("id2label") is None
-        if voc_vocabulary:
-            kwargs["id2label"] = dict(enumerate(VOC_CLASS_NAMES))
-            kwargs.pop("num_labels", None)
-        if isinstance(seen_label_ids, str):
-            if seen_label_ids != "voc_default":
-                raise ValueError(
-                    f"seen_label_ids must be a list of class ids or None, got {seen_label_ids!r}"
-                )
-            seen_label_ids = (
-                [i for i in range(len(VOC_CLASS_NAMES)) if i not in VOC_UNSEEN_LABEL_IDS]
-                if voc_vocabulary
-                else None
-            )
-        kwargs["id2label"], kwargs["label2id"] = _check_vocabulary(kwargs["id2label"], kwargs.get("label2id"))
-
-        self.seen_label_ids = None if seen_label_ids is None else [int(i) for i in seen_label_ids]
+        self.clip_config = resolve_clip_config(clip_config)
+        self.seen_label_ids = resolve_vocabulary(kwargs, seen_label_ids)
         self.transductive = bool(transductive)
         self.num_text_prompts = num_text_prompts
         self.num_context_tokens = num_context_tokens
@@ -170,28 +146,11 @@ class ZegOTConfig(PretrainedConfig):
 
     # -- derived ------------------------------------------------------------------------------------
     @property
-    def class_names(self) -> list[str]:
-        """Class names in id order."""
-        return [self.id2label[i] for i in range(len(self.id2label))]
-
-    @property
-    def unseen_label_ids(self) -> list[int]:
-        """Ids of the classes not seen in training (empty when fully supervised)."""
-        if self.seen_label_ids is None:
-            return []
-        seen = set(self.seen_label_ids)
-        return [i for i in range(len(self.id2label)) if i not in seen]
-
-    @property
-    def setting(self) -> str:
-        """`"fully_supervised"`, `"inductive"` or `"transductive"`."""
-        if self.seen_label_ids is None:
-            return "fully_supervised"
-        return "transductive" if self.transductive else "inductive"
-
-    @property
-    def projection_dim(self) -> int:
-        return self.clip_config.projection_dim
+    def tokenizer_templates(self) -> list[str]:
+        """The texts the tokenizer gets per class, each with one `{}` for the name: `[class_name_format]` (the
+        model splices the learnable contexts in after the start token). `OTSegProcessor(prompt_templates=
+        config.tokenizer_templates)` makes the `input_ids` this model reads."""
+        return [self.class_name_format]
 
     @property
     def feature_layer_indices(self) -> list[int]:
@@ -204,19 +163,9 @@ class ZegOTConfig(PretrainedConfig):
         """Raise `ValueError` naming the first invalid field."""
         vision = self.clip_config.vision_config
         text = self.clip_config.text_config
-        num_classes = len(self.id2label)
-        if self.seen_label_ids is not None:
-            bad = [i for i in self.seen_label_ids if not 0 <= i < num_classes]
-            if bad:
-                raise ValueError(f"seen_label_ids {bad} are out of range for {num_classes} classes")
-            if len(set(self.seen_label_ids)) != len(self.seen_label_ids):
-                raise ValueError(f"seen_label_ids has duplicates: {self.seen_label_ids}")
-        if self.transductive and not self.unseen_label_ids:
-            raise ValueError(
-                "transductive=True needs unseen classes: set seen_label_ids to the seen classes only"
-            )
-        _check_int("num_text_prompts", self.num_text_prompts, 1)
-        _check_int("num_context_tokens", self.num_context_tokens, 1)
+        self.check_label_setting()
+        check_int("num_text_prompts", self.num_text_prompts, 1)
+        check_int("num_context_tokens", self.num_context_tokens, 1)
         # the shortest prompt is [SOS] contexts name-token [EOS]
         if self.num_context_tokens + 3 > text.max_position_embeddings:
             raise ValueError(
@@ -246,31 +195,7 @@ class ZegOTConfig(PretrainedConfig):
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.layer_loss_weight == 0 and self.combined_loss_weight == 0:
             raise ValueError("layer_loss_weight and combined_loss_weight cannot both be 0")
-        _check_int("sinkhorn_max_iter", self.sinkhorn_max_iter, 1)
-        for name in ("sinkhorn_epsilon", "sinkhorn_tol"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("focal_loss_weight", "dice_loss_weight", "focal_gamma", "seen_class_penalty"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0.0 <= self.focal_alpha <= 1.0:
-            raise ValueError(f"focal_alpha must be in [0, 1], got {self.focal_alpha}")
-        if 0 <= self.ignore_index < num_classes:
-            raise ValueError(
-                f"ignore_index ({self.ignore_index}) collides with a class id (0..{num_classes - 1})"
-            )
-        _check_int("inference_window_size", self.inference_window_size, vision.patch_size)
-        _check_int("inference_window_stride", self.inference_window_stride, 1)
-        if self.inference_window_size % vision.patch_size:
-            raise ValueError(
-                f"inference_window_size ({self.inference_window_size}) must be a multiple of the patch size "
-                f"({vision.patch_size})"
-            )
-        if vision.image_size % vision.patch_size:
-            raise ValueError(
-                f"clip_config.vision_config.image_size ({vision.image_size}) must be a multiple of the patch size "
-                f"({vision.patch_size})"
-            )
+        self.check_solver_loss_and_inference()
 
 
 __all__ = ["ZegOTConfig"]
