@@ -1,0 +1,153 @@
+"""Evaluate a saved OTSeg / ZegOT model: mIoU, mIoU(S), mIoU(U), hIoU, pixel accuracy, per-class IoU.
+
+    accelerate launch training/evaluate.py --model out/voc-ind --dataset voc --dataset-name data/voc
+    python training/evaluate.py --model out/coco-ind --dataset ade20k --dataset-name data/ade20k  # cross-dataset
+    python training/evaluate.py --model out/tiny --dataset synthetic                               # offline
+
+`--dataset` names the vocabulary and zero-shot split (`otseg_hf.dataset_splits.DATASETS` or "synthetic");
+when it differs from the model's classes the model is given the dataset's class names (it needs its
+tokenizer for that), and classes it was trained on as seen, matched by name, keep the seen-class penalty.
+Your own data: `--class-names` (label-id order) and `--unseen-label-ids` instead of `--dataset`.
+
+The numbers do not depend on the number of processes. The table is printed and written as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from accelerate import Accelerator, PartialState
+from accelerate.utils import parse_flag_from_env
+from transformers import AutoModelForSemanticSegmentation, AutoTokenizer
+
+import otseg_hf  # noqa: F401  (registers the Auto classes)
+from otseg_hf.dataset_splits import DATASETS
+from otseg_hf.evaluation import EvaluationSet, evaluate_model
+from otseg_hf.hub import default_image_processor
+from otseg_hf.recipes import SYNTHETIC
+from otseg_hf.synthetic import SyntheticShapes
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", required=True, help="saved model folder (or Hub id)")
+    parser.add_argument(
+        "--dataset", choices=[*DATASETS, SYNTHETIC.name], help="vocabulary and zero-shot split"
+    )
+    parser.add_argument("--dataset-name", help="Hub id or save_to_disk folder (not needed for synthetic)")
+    parser.add_argument("--dataset-config", help="configuration name of a Hub dataset")
+    parser.add_argument("--split", default="validation", help="split to evaluate")
+    parser.add_argument("--image-column", default="image", help="column of the images")
+    parser.add_argument("--label-column", default="label", help="column of the label maps (class ids)")
+    parser.add_argument(
+        "--reduce-labels", action="store_true", help="label 0 is an ignored background: 0->255, k->k-1"
+    )
+    parser.add_argument(
+        "--class-names", nargs="+", help="class names in label-id order (instead of --dataset)"
+    )
+    parser.add_argument("--unseen-label-ids", type=int, nargs="*", help="classes reported as unseen")
+    parser.add_argument("--num-images", type=int, default=64, help="synthetic data: images")
+    parser.add_argument("--max-images", type=int, help="evaluate on the first N images only")
+    parser.add_argument(
+        "--test-short-side", type=int, help="resize the short side to this (default: the dataset's)"
+    )
+    parser.add_argument("--window-size", type=int, help="sliding window (default: the model's)")
+    parser.add_argument("--stride", type=int, help="sliding-window stride (default: the model's)")
+    parser.add_argument("--window-batch-size", type=int, default=8, help="windows per forward pass")
+    parser.add_argument(
+        "--output", type=Path, help="JSON file for the results (default: MODEL/eval_<dataset>.json)"
+    )
+    parser.add_argument(
+        "--cpu", action="store_true", help="evaluate on CPU processes even where a GPU exists"
+    )
+    return parser.parse_args(argv)
+
+
+def load_data(args):
+    if args.dataset == SYNTHETIC.name and args.dataset_name is None:
+        return SyntheticShapes(image_size=SYNTHETIC.image_size).to_dataset(args.num_images, seed=1)
+    if args.dataset_name is None:
+        raise ValueError("--dataset-name is needed (a Hub id or a folder from training/convert_datasets.py)")
+    import datasets
+
+    path = Path(args.dataset_name)
+    if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
+        data = datasets.load_from_disk(str(path))
+        if isinstance(data, datasets.DatasetDict):
+            if args.split not in data:
+                raise ValueError(f"{path} has no split {args.split!r}; it has {list(data)}")
+            data = data[args.split]
+        return data
+    return datasets.load_dataset(args.dataset_name, args.dataset_config, split=args.split)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    PartialState(cpu=args.cpu or parse_flag_from_env("ACCELERATE_USE_CPU"))
+    accelerator = Accelerator(cpu=args.cpu)
+    model = AutoModelForSemanticSegmentation.from_pretrained(args.model).to(accelerator.device).eval()
+
+    # 1. vocabulary and split
+    split = SYNTHETIC if args.dataset == SYNTHETIC.name else DATASETS.get(args.dataset)
+    class_names = args.class_names or (list(split.class_names) if split else list(model.config.class_names))
+    unseen = args.unseen_label_ids
+    if unseen is None:
+        unseen = list(split.unseen_label_ids) if split and not args.class_names else None
+    if list(class_names) != list(model.config.class_names):
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(args.model)
+        except (OSError, ValueError) as error:
+            raise ValueError(
+                f"{args.model} has no tokenizer, so it can only segment its own classes {model.config.class_names}"
+            ) from error
+        model.set_class_names(class_names, tokenizer)
+        accelerator.print(
+            f"vocabulary set to the {len(class_names)} classes of {args.dataset or 'the given names'}"
+        )
+
+    # 2. data and preprocessing: the short side to the test size, no padding
+    data = load_data(args)
+    if args.max_images:
+        data = data.select(range(min(args.max_images, len(data))))
+    processor = default_image_processor(model.config)
+    short_side = args.test_short_side or (split.test_short_side if split else None)
+    if short_side:
+        processor.size = {"shortest_edge": short_side}
+    dataset = EvaluationSet(
+        data,
+        processor,
+        args.image_column,
+        args.label_column,
+        reduce_labels=args.reduce_labels,
+        num_classes=len(class_names),
+        ignore_index=model.config.ignore_index,
+    )
+
+    # 3. evaluate on all processes
+    metric = evaluate_model(
+        model,
+        dataset,
+        accelerator,
+        unseen_label_ids=unseen,
+        window_size=args.window_size,
+        stride=args.stride,
+        window_batch_size=args.window_batch_size,
+        progress=True,
+    )
+    results = metric.compute()
+    if accelerator.is_main_process:
+        print(metric.table(results))
+        folder = Path(args.model) if Path(args.model).is_dir() else Path(".")
+        output = args.output or folder / f"eval_{args.dataset or 'custom'}.json"
+        output.parent.mkdir(parents=True, exist_ok=True)
+        metric.save_json(output, results)
+        print(f"results written to {output}")
+    return json.loads(json.dumps(metric.to_json(results)))
+
+
+if __name__ == "__main__":
+    main()

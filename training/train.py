@@ -1,0 +1,485 @@
+"""Train OTSeg or ZegOT with accelerate: inductive, transductive or fully supervised (spec section 9).
+
+    accelerate launch training/train.py --recipe otseg-voc-inductive --dataset-name data/voc --output-dir out/voc-ind
+    accelerate launch training/train.py --recipe otseg-voc-transductive --init-from out/voc-ind ...
+    python training/train.py --recipe otseg-synthetic-inductive --output-dir out/tiny   # offline, CPU, minutes
+
+A recipe (`otseg_hf.recipes.RECIPES`) fixes the optimizer, schedule, iterations, total batch and augmentation;
+flags override single fields. The total batch is reached on any number of processes by gradient accumulation,
+and the script prints how. Checkpoints (`accelerator.save_state`) go to OUTPUT_DIR/checkpoints/step_N and
+`--resume` continues from the latest (same data order, augmentation, optimizer and schedule state). At the end
+the model is evaluated and OUTPUT_DIR becomes a complete model folder (weights, config, processor, tokenizer,
+code, model card with the results).
+
+Your own data: `--dataset-name` (Hub id or a folder from `save_to_disk` / `training/convert_datasets.py`) with
+image and label columns (`--image-column`, `--label-column`), `--class-names` in label-id order,
+`--unseen-label-ids`, and `--reduce-labels` when label 0 is a background that is not a class (it is then
+ignored; to segment the background instead, make it a class with its own name).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator, PartialState
+from accelerate.utils import (
+    DataLoaderConfiguration,
+    GradientAccumulationPlugin,
+    parse_flag_from_env,
+    set_seed,
+)
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from otseg_hf import OTSegForSemanticSegmentation, ZegOTForSemanticSegmentation
+from otseg_hf.evaluation import EvaluationSet, evaluate_model
+from otseg_hf.hub import default_image_processor, save_otseg_folder
+from otseg_hf.recipes import RECIPES, SETTINGS, build_optimizer, gradient_accumulation_steps
+from otseg_hf.synthetic import SyntheticShapes
+from otseg_hf.transforms import training_transforms
+
+logger = logging.getLogger(__name__)
+MODEL_CLASSES = {"otseg": OTSegForSemanticSegmentation, "zegot": ZegOTForSemanticSegmentation}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--recipe", required=True, choices=sorted(RECIPES), help="the training recipe")
+    parser.add_argument(
+        "--output-dir", type=Path, required=True, help="checkpoints, logs and the final model"
+    )
+    # data
+    parser.add_argument(
+        "--dataset-name", help="Hub id or save_to_disk folder (default: the recipe's synthetic data)"
+    )
+    parser.add_argument("--dataset-config", help="configuration name of a Hub dataset")
+    parser.add_argument("--train-split", default="train", help="split to train on")
+    parser.add_argument("--eval-split", default="validation", help="split to evaluate on ('none' to skip)")
+    parser.add_argument("--image-column", default="image", help="column of the images")
+    parser.add_argument("--label-column", default="label", help="column of the label maps (class ids)")
+    parser.add_argument(
+        "--reduce-labels", action="store_true", help="label 0 is an ignored background: 0->255, k->k-1"
+    )
+    parser.add_argument(
+        "--streaming", action="store_true", help="stream the training split (large Hub datasets)"
+    )
+    parser.add_argument(
+        "--class-names", nargs="+", help="class names in label-id order (default: the recipe's)"
+    )
+    parser.add_argument(
+        "--unseen-label-ids", type=int, nargs="*", help="unseen classes (default: the recipe's)"
+    )
+    parser.add_argument("--setting", choices=SETTINGS, help="override the recipe's setting")
+    parser.add_argument("--num-train-images", type=int, default=256, help="synthetic data: training images")
+    parser.add_argument("--num-eval-images", type=int, default=64, help="synthetic data: evaluation images")
+    parser.add_argument("--max-eval-images", type=int, help="evaluate on the first N images only")
+    # model
+    parser.add_argument("--clip", help="pretrained CLIP, Hub id or local folder (default: the recipe's)")
+    parser.add_argument(
+        "--init-from", help="start from this saved model folder (transductive recipes need it)"
+    )
+    # optimisation (recipe overrides)
+    parser.add_argument("--max-steps", type=int, help="optimizer steps")
+    parser.add_argument("--total-batch-size", type=int, help="images per optimizer step over all processes")
+    parser.add_argument("--per-device-batch-size", type=int, default=4, help="images per process and forward")
+    parser.add_argument("--learning-rate", type=float, help="AdamW base learning rate")
+    parser.add_argument("--warmup-steps", type=int, help="linear warm-up steps")
+    parser.add_argument("--crop-size", type=int, help="training crop size")
+    parser.add_argument(
+        "--mixed-precision", choices=("no", "fp16", "bf16"), help="default: accelerate's config"
+    )
+    parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help="train on CPU processes (gloo) even where a GPU exists; see the README",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of model init, data order and augmentation")
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers per process")
+    # bookkeeping
+    parser.add_argument(
+        "--checkpointing-steps", type=int, default=1000, help="save_state every N steps (0: never)"
+    )
+    parser.add_argument("--resume", help="'latest' or a checkpoint folder to continue from")
+    parser.add_argument(
+        "--eval-steps", type=int, default=0, help="evaluate every N steps (0: only at the end)"
+    )
+    parser.add_argument("--logging-steps", type=int, default=10, help="log the loss every N steps")
+    parser.add_argument("--report-to", default=None, help="accelerate trackers: tensorboard, wandb, all, ...")
+    parser.add_argument("--no-save-model", action="store_true", help="skip the final model folder")
+    return parser.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------------------------------
+# data
+# ----------------------------------------------------------------------------------------------------
+class TrainingSet(Dataset):
+    """Rows of a map-style dataset through the recipe's augmentations. The augmentation of row i in epoch e
+    draws from numpy's generator seeded with (seed, e, i): independent of workers, processes and resuming."""
+
+    def __init__(self, dataset, transform, image_column: str, label_column: str, seed: int):
+        self.dataset, self.transform, self.seed, self.epoch = dataset, transform, seed, 0
+        self.image_column, self.label_column = image_column, label_column
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        row = self.dataset[index]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        return self.transform(row[self.image_column], row[self.label_column], rng)
+
+
+class StreamingTrainingSet(torch.utils.data.IterableDataset):
+    """An iterable (streamed) dataset through the augmentations, seeded per (seed, epoch, position)."""
+
+    def __init__(self, dataset, transform, image_column: str, label_column: str, seed: int):
+        self.dataset, self.transform, self.seed, self.epoch = dataset, transform, seed, 0
+        self.image_column, self.label_column = image_column, label_column
+
+    def __iter__(self):
+        self.dataset.set_epoch(self.epoch)
+        for index, row in enumerate(self.dataset):
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            yield self.transform(row[self.image_column], row[self.label_column], rng)
+
+
+def collate(items):
+    images, labels = zip(*items)
+    return {"pixel_values": torch.stack(images), "labels": torch.stack(labels)}
+
+
+def load_split(args, split: str, recipe, streaming: bool = False):
+    """A split of the user's dataset, or the synthetic one."""
+    if args.dataset_name is None:
+        if recipe.dataset != "synthetic":
+            raise ValueError(
+                f"recipe {recipe.name} needs --dataset-name (e.g. a folder from convert_datasets.py)"
+            )
+        world = SyntheticShapes(image_size=recipe.split.image_size)
+        train = split == args.train_split
+        return world.to_dataset(
+            args.num_train_images if train else args.num_eval_images, seed=0 if train else 1
+        )
+    import datasets
+
+    path = Path(args.dataset_name)
+    if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
+        data = datasets.load_from_disk(str(path))
+        if isinstance(data, datasets.DatasetDict):
+            if split not in data:
+                raise ValueError(f"{path} has no split {split!r}; it has {list(data)}")
+            data = data[split]
+        return data.to_iterable_dataset() if streaming else data
+    return datasets.load_dataset(args.dataset_name, args.dataset_config, split=split, streaming=streaming)
+
+
+# ----------------------------------------------------------------------------------------------------
+# model
+# ----------------------------------------------------------------------------------------------------
+def build_model(args, recipe, class_names, seen_label_ids):
+    """(model, tokenizer): from a saved folder (--init-from), a tiny random CLIP or a pretrained CLIP."""
+    model_class = MODEL_CLASSES[recipe.model_type]
+    transductive = recipe.setting == "transductive"
+    if args.init_from:
+        from transformers import AutoTokenizer
+
+        model = model_class.from_pretrained(args.init_from)
+        if list(model.config.class_names) != list(class_names):
+            raise ValueError(
+                f"{args.init_from} segments {model.config.class_names}, the recipe's data {list(class_names)}"
+            )
+        changed = {**model.config.to_dict(), "seen_label_ids": seen_label_ids, "transductive": transductive}
+        type(model.config).from_dict(
+            changed
+        )  # validates the new setting (e.g. transductive needs unseen classes)
+        model.config.seen_label_ids = seen_label_ids
+        model.config.transductive = transductive
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(args.init_from)
+        except (OSError, ValueError):
+            tokenizer = None
+        return model, tokenizer
+    overrides = dict(recipe.model_overrides)
+    if recipe.model_type == "otseg":
+        overrides.setdefault("prompt_templates", list(recipe.split.prompt_templates))
+    if recipe.clip == "tiny-random":
+        from transformers import CLIPModel
+
+        from otseg_hf.testing import char_clip_tokenizer, tiny_clip_config
+
+        clip = CLIPModel(tiny_clip_config(image_size=recipe.crop_size))
+        tokenizer = char_clip_tokenizer()
+        model = model_class.from_clip(
+            clip, class_names, seen_label_ids, transductive, tokenizer, recipe.crop_size, **overrides
+        )
+        return model, tokenizer
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(recipe.clip)
+    model = model_class.from_clip(
+        recipe.clip, class_names, seen_label_ids, transductive, tokenizer, recipe.crop_size, **overrides
+    )
+    return model, tokenizer
+
+
+def checkpoint_step(path: Path) -> int:
+    match = re.fullmatch(r"step_(\d+)", path.name)
+    if match is None:
+        raise ValueError(f"{path} is not a checkpoint folder (named step_N)")
+    return int(match.group(1))
+
+
+def find_checkpoint(args) -> Path:
+    if args.resume != "latest":
+        path = Path(args.resume)
+        if not path.is_dir():
+            raise ValueError(f"--resume {path}: no such checkpoint folder")
+        return path
+    folders = sorted((args.output_dir / "checkpoints").glob("step_*"), key=checkpoint_step)
+    if not folders:
+        raise ValueError(f"--resume latest: no checkpoint in {args.output_dir / 'checkpoints'}")
+    return folders[-1]
+
+
+# ----------------------------------------------------------------------------------------------------
+# main
+# ----------------------------------------------------------------------------------------------------
+def main(argv=None) -> dict | None:
+    args = parse_args(argv)
+    recipe = RECIPES[args.recipe]
+    changes = {
+        "max_steps": args.max_steps,
+        "total_batch_size": args.total_batch_size,
+        "learning_rate": args.learning_rate,
+        "warmup_steps": args.warmup_steps,
+        "crop_size": args.crop_size,
+        "clip": args.clip,
+        "setting": args.setting,
+    }
+    recipe = recipe.replace(**{k: v for k, v in changes.items() if v is not None})
+    if recipe.init_from and not args.init_from:
+        raise ValueError(
+            f"recipe {recipe.name} starts from the {recipe.init_from} checkpoint: pass --init-from with the folder "
+            "that run wrote (its OUTPUT_DIR)"
+        )
+    class_names = args.class_names or list(recipe.split.class_names)
+    unseen = (
+        args.unseen_label_ids if args.unseen_label_ids is not None else list(recipe.split.unseen_label_ids)
+    )
+    if args.class_names and args.unseen_label_ids is None and recipe.setting != "fully_supervised":
+        raise ValueError("with --class-names, give --unseen-label-ids too (or --setting fully_supervised)")
+    bad = [i for i in unseen if not 0 <= i < len(class_names)]
+    if bad:
+        raise ValueError(f"--unseen-label-ids {bad} are out of range for {len(class_names)} classes")
+    seen_label_ids = (
+        None
+        if recipe.setting == "fully_supervised"
+        else [i for i in range(len(class_names)) if i not in unseen]
+    )
+
+    # 1. accelerator: the recipe's total batch through gradient accumulation
+    # (the state must know about the CPU before anything else: several CPU processes need cpu=True)
+    state = PartialState(cpu=args.cpu or parse_flag_from_env("ACCELERATE_USE_CPU"))
+    accumulation = gradient_accumulation_steps(
+        recipe.total_batch_size, args.per_device_batch_size, state.num_processes
+    )
+    accelerator = Accelerator(
+        cpu=args.cpu,
+        mixed_precision=args.mixed_precision,
+        log_with=args.report_to,
+        project_dir=str(args.output_dir),
+        gradient_accumulation_plugin=GradientAccumulationPlugin(
+            num_steps=accumulation, sync_with_dataloader=False
+        ),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
+    accelerator.print(
+        f"recipe {recipe.name}: total batch {recipe.total_batch_size} = {args.per_device_batch_size} per device x "
+        f"{accelerator.num_processes} processes x {accumulation} accumulation steps; {recipe.max_steps} steps"
+    )
+    set_seed(args.seed)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+
+    # 2. model, optimizer, schedule
+    model, tokenizer = build_model(args, recipe, class_names, seen_label_ids)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    accelerator.print(
+        f"model {type(model).__name__} ({model.config.setting}): {trainable:,} trainable of {total:,}"
+    )
+    optimizer, scheduler = build_optimizer(model, recipe)
+
+    # 3. data
+    transform = training_transforms(
+        crop_size=recipe.crop_size,
+        scale=recipe.rescale_scale,
+        ratio_range=recipe.ratio_range,
+        cat_max_ratio=recipe.cat_max_ratio,
+        ignore_index=model.config.ignore_index,
+        reduce_zero_label=args.reduce_labels,
+        num_classes=len(class_names),
+    )
+    train_data = load_split(args, args.train_split, recipe, streaming=args.streaming)
+    set_class = StreamingTrainingSet if args.streaming else TrainingSet
+    train_set = set_class(train_data, transform, args.image_column, args.label_column, args.seed)
+    train_loader = DataLoader(
+        train_set,
+        batch_size=args.per_device_batch_size,
+        shuffle=not args.streaming,
+        drop_last=True,
+        num_workers=args.num_workers,
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(
+            args.seed
+        ),  # keeps the global RNG (dropout) out of data loading
+    )
+    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    accelerator.register_for_checkpointing(scheduler)  # stepped once per optimizer step, not prepared
+    if args.report_to:
+        accelerator.init_trackers("otseg", config={k: str(v) for k, v in vars(args).items()})
+
+    # 4. resume
+    completed_steps, micro_steps = 0, 0
+    if args.resume:
+        checkpoint = find_checkpoint(args)
+        accelerator.print(f"resuming from {checkpoint}")
+        accelerator.load_state(str(checkpoint))
+        completed_steps = checkpoint_step(checkpoint)
+        micro_steps = completed_steps * accumulation
+    batches_per_epoch = None if args.streaming else len(train_loader)
+    epoch, skip = (0, micro_steps) if batches_per_epoch is None else divmod(micro_steps, batches_per_epoch)
+
+    # 5. train
+    history, losses = [], []
+    progress = tqdm(
+        total=recipe.max_steps,
+        initial=completed_steps,
+        disable=not accelerator.is_local_main_process,
+        desc="train",
+    )
+    model.train()
+    while completed_steps < recipe.max_steps:
+        train_set.epoch = epoch
+        train_loader.set_epoch(epoch)
+        loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
+        for batch in loader:
+            with accelerator.accumulate(model):
+                loss = model(pixel_values=batch["pixel_values"], labels=batch["labels"]).loss
+                accelerator.backward(loss)
+                optimizer.step()
+                optimizer.zero_grad()
+            losses.append(loss.detach())
+            if not accelerator.sync_gradients:
+                continue
+            scheduler.step()
+            completed_steps += 1
+            progress.update(1)
+            step_loss = accelerator.gather(torch.stack(losses)).float().mean().item()
+            losses = []
+            if not math.isfinite(step_loss):
+                raise FloatingPointError(f"the loss is {step_loss} at step {completed_steps}")
+            record = {"step": completed_steps, "loss": step_loss, "lr": scheduler.get_last_lr()[0]}
+            history.append(record)
+            if completed_steps % args.logging_steps == 0 or completed_steps == recipe.max_steps:
+                progress.set_postfix(loss=f"{step_loss:.4f}")
+                if args.report_to:
+                    accelerator.log({"train/loss": step_loss, "train/lr": record["lr"]}, step=completed_steps)
+            if args.checkpointing_steps and completed_steps % args.checkpointing_steps == 0:
+                accelerator.save_state(str(args.output_dir / "checkpoints" / f"step_{completed_steps}"))
+            if (
+                args.eval_steps
+                and completed_steps % args.eval_steps == 0
+                and completed_steps < recipe.max_steps
+            ):
+                results = run_evaluation(args, recipe, accelerator, model)
+                if results is not None and args.report_to:
+                    accelerator.log(
+                        {f"eval/{k}": v for k, v in results.items() if k in SUMMARY}, step=completed_steps
+                    )
+            if completed_steps >= recipe.max_steps:
+                break
+        epoch, skip = epoch + 1, 0
+    progress.close()
+    if accelerator.is_main_process:
+        with open(args.output_dir / "train_log.jsonl", "a") as log:
+            for record in history:
+                log.write(json.dumps(record) + "\n")
+
+    # 6. evaluate and save the model folder
+    results = run_evaluation(args, recipe, accelerator, model)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process and not args.no_save_model:
+        unwrapped = accelerator.unwrap_model(model)
+        eval_results = None
+        if results is not None and unwrapped.config.seen_label_ids is not None:
+            eval_results = {
+                "dataset_name": args.dataset_name or "synthetic shapes",
+                "dataset_type": args.dataset_name or "synthetic",
+                "dataset_split": args.eval_split,
+                **{
+                    key: 100 * results[name]
+                    for key, name in CARD_METRICS.items()
+                    if _finite(results.get(name))
+                },
+            }
+            if "miou_seen" not in eval_results or "miou_unseen" not in eval_results:
+                eval_results = None
+        save_otseg_folder(unwrapped, args.output_dir, tokenizer=tokenizer, eval_results=eval_results)
+        accelerator.print(f"model saved to {args.output_dir}")
+    accelerator.end_training()
+    return results
+
+
+SUMMARY = ("mean_iou", "seen_mean_iou", "unseen_mean_iou", "harmonic_mean_iou", "overall_accuracy")
+CARD_METRICS = {
+    "miou": "mean_iou",
+    "miou_seen": "seen_mean_iou",
+    "miou_unseen": "unseen_mean_iou",
+    "hiou": "harmonic_mean_iou",
+    "pixel_accuracy": "overall_accuracy",
+}
+
+
+def _finite(value) -> bool:
+    return value is not None and math.isfinite(float(value))
+
+
+def run_evaluation(args, recipe, accelerator, model) -> dict | None:
+    """Evaluate on --eval-split (all processes), print the table, write OUTPUT_DIR/eval_results.json."""
+    if args.eval_split == "none":
+        return None
+    data = load_split(args, args.eval_split, recipe)
+    if args.max_eval_images:
+        data = data.select(range(min(args.max_eval_images, len(data))))
+    unwrapped = accelerator.unwrap_model(model)
+    processor = default_image_processor(unwrapped.config)
+    processor.size = {"shortest_edge": recipe.split.test_short_side}
+    dataset = EvaluationSet(
+        data,
+        processor,
+        args.image_column,
+        args.label_column,
+        reduce_labels=args.reduce_labels,
+        num_classes=len(unwrapped.config.id2label),
+        ignore_index=unwrapped.config.ignore_index,
+    )
+    metric = evaluate_model(unwrapped, dataset, accelerator, progress=True)
+    results = metric.compute()
+    if accelerator.is_main_process:
+        print(metric.table(results))
+        metric.save_json(args.output_dir / "eval_results.json", results)
+    return results
+
+
+if __name__ == "__main__":
+    main()
