@@ -1,4 +1,4 @@
-"""`otseg-segment`: segment images with a saved OTSeg model from the command line.
+"""`otseg-segment`: segment images with a saved OTSeg or ZegOT model from the command line.
 
     otseg-segment IMAGE [IMAGE ...] --model DIR [--labels cat dog grass ...] --out DIR
 
@@ -23,10 +23,11 @@ import PIL.Image
 import PIL.ImageDraw
 import PIL.ImageFont
 from tqdm.auto import tqdm
-from transformers import AutoTokenizer
+from transformers import AutoModelForSemanticSegmentation, AutoTokenizer
 
 from .image_processing_otseg import OTSegImageProcessor
 from .modeling_otseg import OTSegForSemanticSegmentation
+from .modeling_zegot import ZegOTForSemanticSegmentation
 from .pipeline_otseg import OTSegImageSegmentationPipeline, OTSegZeroShotImageSegmentationPipeline
 from .processing_otseg import check_class_names
 
@@ -100,7 +101,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="otseg-segment", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("images", nargs="+", type=Path, help="image files")
-    parser.add_argument("--model", required=True, help="OTSeg model folder (or Hub id)")
+    parser.add_argument("--model", required=True, help="OTSeg or ZegOT model folder (or Hub id)")
     parser.add_argument("--labels", nargs="+", default=None, help="vocabulary (default: the model's classes)")
     parser.add_argument("--out", required=True, type=Path, help="output folder (created if needed)")
     parser.add_argument(
@@ -118,7 +119,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def build_pipeline(args: argparse.Namespace):
-    model = OTSegForSemanticSegmentation.from_pretrained(args.model).eval()
+    model = AutoModelForSemanticSegmentation.from_pretrained(
+        args.model
+    ).eval()  # classes registered by otseg_hf
+    if not isinstance(model, (OTSegForSemanticSegmentation, ZegOTForSemanticSegmentation)):
+        raise SystemExit(
+            f"otseg-segment: {args.model} holds a {type(model).__name__}, not an OTSeg or ZegOT model"
+        )
     try:
         image_processor = OTSegImageProcessor.from_pretrained(args.model)
     except OSError:

@@ -1,5 +1,5 @@
-"""Hub-ready OTSeg folders: weights, config, image processor, tokenizer, processor, custom code and a model card,
-and their upload.
+"""Hub-ready OTSeg and ZegOT folders: weights, config, image processor, tokenizer, processor, custom code and a model
+card, and their upload.
 
     otseg-export MODEL_DIR OUT_DIR [--eval-results results.json] [--push-to-hub user/repo]
     (or: python -m otseg_hf.hub ...)
@@ -19,14 +19,19 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
-from transformers import AutoTokenizer
+from transformers import AutoModelForSemanticSegmentation, AutoTokenizer
 
 from .image_processing_otseg import OTSegImageProcessor
 from .modeling_otseg import OTSegForSemanticSegmentation
+from .modeling_zegot import ZegOTForSemanticSegmentation
 from .pipeline_otseg import save_pipeline_folder
 
-# model_cards/otseg_template.md, shipped inside the package (a link in the source tree, a file in wheels)
-CARD_TEMPLATE = Path(__file__).resolve().parent / "model_card_template.md"
+# model_cards/<model>_template.md, shipped inside the package (links in the source tree, files in wheels)
+CARD_TEMPLATES = {
+    "otseg": Path(__file__).resolve().parent / "model_card_template.md",
+    "zegot": Path(__file__).resolve().parent / "model_card_template_zegot.md",
+}
+MODEL_CLASSES = (OTSegForSemanticSegmentation, ZegOTForSemanticSegmentation)
 SETTING_DESCRIPTIONS = {
     "inductive": "trained on the seen classes only; the unseen classes were never labelled.",
     "transductive": (
@@ -43,7 +48,6 @@ RESULT_METRICS = {  # key -> (model-index metric type, display name)
     "pixel_accuracy": ("pixel_accuracy", "pixel accuracy"),
 }
 CARD_TAGS = (
-    "otseg",
     "zero-shot-image-segmentation",
     "semantic-segmentation",
     "clip",
@@ -109,13 +113,18 @@ def model_card(
     longest_edge: int | None = None,
     template_path: str | os.PathLike | None = None,
 ) -> ModelCard:
-    """A model card for an OTSeg model: Hub metadata (library, pipeline tag, tags, datasets, license, base model,
-    `model-index` with mIoU(S) / mIoU(U) / hIoU) and a body filled from the config and the results."""
+    """A model card for an OTSeg or ZegOT model (`config.model_type` picks the template): Hub metadata (library,
+    pipeline tag, tags, datasets, license, base model, `model-index` with mIoU(S) / mIoU(U) / hIoU) and a body
+    filled from the config and the results."""
+    if config.model_type not in CARD_TEMPLATES:
+        raise ValueError(
+            f"no model card for model type {config.model_type!r}; known: {sorted(CARD_TEMPLATES)}"
+        )
     results = check_eval_results(eval_results)
-    template_path = Path(template_path or CARD_TEMPLATE)
+    template_path = Path(template_path or CARD_TEMPLATES[config.model_type])
     if not template_path.is_file():
         raise FileNotFoundError(f"model card template not found at {template_path}; pass template_path=")
-    model_name = model_name or (repo_id.split("/")[-1] if repo_id else "otseg")
+    model_name = model_name or (repo_id.split("/")[-1] if repo_id else config.model_type)
     datasets = [datasets] if isinstance(datasets, str) else list(datasets or [])
     setting = config.setting
     index_results = [
@@ -137,7 +146,7 @@ def model_card(
     card_data = ModelCardData(
         library_name="transformers",
         pipeline_tag="image-segmentation",
-        tags=list(dict.fromkeys([*CARD_TAGS, f"otseg-{setting}", *tags])),
+        tags=list(dict.fromkeys([config.model_type, *CARD_TAGS, f"{config.model_type}-{setting}", *tags])),
         datasets=datasets or None,
         license=license,
         base_model=base_model,
@@ -147,7 +156,6 @@ def model_card(
     vision = config.clip_config.vision_config
     names = config.class_names
     seen = set(range(len(names)) if config.seen_label_ids is None else config.seen_label_ids)
-    weight = config.ensemble_weight
 
     def text(value):
         return "" if value is None else f"{value:.1f}"
@@ -161,7 +169,6 @@ def model_card(
         setting_description=SETTING_DESCRIPTIONS[setting],
         backbone=f"ViT, patch {vision.patch_size}, width {vision.hidden_size}, {vision.num_hidden_layers} layers",
         image_size=vision.image_size,
-        num_prompts=len(config.prompt_templates),
         num_classes=len(names),
         dataset_name=results[0]["dataset_name"] if results else None,
         all_classes=names,
@@ -171,14 +178,34 @@ def model_card(
         longest_edge=longest_edge,
         window_size=config.inference_window_size,
         stride=config.inference_window_stride,
-        decoder_weight=f"{weight:g}",
-        score_weight=f"{1 - weight:g}",
         penalty=f"{config.seen_class_penalty:g}",
         results=[
             {**r, **{f"{key}_text": text(r.get(key)) for key in ("miou_seen", "miou_unseen", "hiou", "miou")}}
             for r in results
         ],
+        **_architecture_fields(config),
     )
+
+
+def _architecture_fields(config) -> dict[str, Any]:
+    """The template fields that describe one model type's architecture."""
+    if config.model_type == "zegot":
+        depth = config.clip_config.vision_config.num_hidden_layers
+        blocks = [index + 1 for index in config.feature_layer_indices]
+        return {
+            "num_prompts": config.num_text_prompts,
+            "num_context_tokens": config.num_context_tokens,
+            "class_name_format": config.class_name_format,
+            "num_feature_layers": len(blocks),
+            "feature_layers": f"block{'s' if len(blocks) > 1 else ''} {', '.join(map(str, blocks))} of {depth}",
+            "layer_combination": "mean" if config.layer_combination == "mean" else "last block's map",
+        }
+    weight = config.ensemble_weight
+    return {
+        "num_prompts": len(config.prompt_templates),
+        "decoder_weight": f"{weight:g}",
+        "score_weight": f"{1 - weight:g}",
+    }
 
 
 def save_otseg_folder(
@@ -196,7 +223,7 @@ def save_otseg_folder(
     is given: without one, the folder segments its own classes only), and `README.md`, the model card.
 
     Args:
-        model: an `OTSegForSemanticSegmentation`.
+        model: an `OTSegForSemanticSegmentation` or a `ZegOTForSemanticSegmentation`.
         save_directory: the folder (created if needed).
         tokenizer: the CLIP tokenizer of the model's text encoder, for new vocabularies.
         image_processor: defaults to [`default_image_processor`] (short side to the training size).
@@ -204,6 +231,8 @@ def save_otseg_folder(
         **card_kwargs: [`model_card`] arguments (`repo_id`, `model_name`, `datasets`, `license`, `base_model`,
             `tags`, `template_path`).
     """
+    if not isinstance(model, MODEL_CLASSES):
+        raise ValueError(f"save_otseg_folder needs an OTSeg or ZegOT model, got {type(model).__name__}")
     save_directory = Path(save_directory)
     image_processor = image_processor or default_image_processor(model.config)
     size = image_processor.size
@@ -253,7 +282,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="otseg-export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("model", help="folder (or Hub id) of a saved OTSegForSemanticSegmentation")
+    parser.add_argument("model", help="folder (or Hub id) of a saved OTSeg or ZegOT model")
     parser.add_argument("out", type=Path, help="folder to write")
     parser.add_argument(
         "--tokenizer", default=None, help="CLIP tokenizer (folder or Hub id); default: the model's"
@@ -281,7 +310,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    model = OTSegForSemanticSegmentation.from_pretrained(args.model)
+    model = AutoModelForSemanticSegmentation.from_pretrained(args.model)  # classes registered by otseg_hf
+    if not isinstance(model, MODEL_CLASSES):
+        raise SystemExit(
+            f"otseg-export: {args.model} holds a {type(model).__name__}, not an OTSeg or ZegOT model"
+        )
     tokenizer = None
     if not args.no_tokenizer:
         source = args.tokenizer or args.model

@@ -290,6 +290,14 @@ class ZegOTForSemanticSegmentation(ZegOTPreTrainedModel):
             )
         return self.encode_prompts(input_ids, attention_mask.sum(-1) - 1)
 
+    def train(self, mode: bool = True):
+        """`nn.Module.train`; switching to eval mode refreshes the class-embedding cache if training changed it, so
+        that `class_text_embeds` is current whenever the model is in eval mode (pipelines read it directly)."""
+        super().train(mode)
+        if not mode and getattr(self, "_text_cache_stale", False):
+            self.update_class_text_embeds()
+        return self
+
     def save_pretrained(self, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, refreshing the class-embedding cache first if training changed it."""
         if self._text_cache_stale:

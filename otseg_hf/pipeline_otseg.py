@@ -1,5 +1,5 @@
-"""OTSeg pipelines: `image-segmentation` on the model's own classes and `zero-shot-image-segmentation` on any
-vocabulary given at call time. Both return transformers' segmentation format, a list of
+"""OTSeg and ZegOT pipelines: `image-segmentation` on the model's own classes and `zero-shot-image-segmentation` on
+any vocabulary given at call time. Both return transformers' segmentation format, a list of
 `{"score", "label", "mask"}` per image.
 
 Each image is resized by the image processor (not padded), segmented with sliding windows (spec section 7),
@@ -49,7 +49,7 @@ def otseg_custom_pipelines() -> dict[str, dict[str, Any]]:
 
 
 class OTSegImageSegmentationPipeline(Pipeline):
-    """Semantic segmentation with an OTSeg model over its own classes (`model.config.id2label`).
+    """Semantic segmentation with an OTSeg or ZegOT model over its own classes (`model.config.id2label`).
 
     Example:
 
@@ -75,7 +75,9 @@ class OTSegImageSegmentationPipeline(Pipeline):
         if self.image_processor is None:
             raise ValueError("an OTSeg pipeline needs an image processor (OTSegImageProcessor)")
         if not hasattr(self.model.config, "inference_window_size"):
-            raise ValueError(f"{type(self).__name__} needs an OTSeg model, got {type(self.model).__name__}")
+            raise ValueError(
+                f"{type(self).__name__} needs an OTSeg or ZegOT model, got {type(self.model).__name__}"
+            )
         _check_batch_size(self._batch_size)
 
     def _sanitize_parameters(self, window_size=None, stride=None, window_batch_size=None, timeout=None):
@@ -194,7 +196,7 @@ class OTSegZeroShotImageSegmentationPipeline(OTSegImageSegmentationPipeline):
         super().__init__(*args, **kwargs)
         if self.processor is None and self.tokenizer is not None:
             self.processor = OTSegProcessor(
-                self.image_processor, self.tokenizer, prompt_templates=self.model.config.prompt_templates
+                self.image_processor, self.tokenizer, prompt_templates=self.model.config.tokenizer_templates
             )
         self._text_cache: OrderedDict[tuple[str, ...], torch.Tensor] = OrderedDict()
 
@@ -231,7 +233,8 @@ class OTSegZeroShotImageSegmentationPipeline(OTSegImageSegmentationPipeline):
         return self._text_cache[labels]
 
     def _embed_labels(self, labels: list[str]) -> torch.Tensor:
-        """(K, N, D) prompt embeddings: the model's cache for its own class names, the text encoder for others."""
+        """(K, N, D) prompt embeddings: the model's cache for its own class names, the model's text path
+        (`get_text_embeddings` of the tokenised `config.tokenizer_templates`) for others."""
         config, model = self.model.config, self.model
         own = config.label2id
         new = [label for label in labels if label not in own]
@@ -243,7 +246,9 @@ class OTSegZeroShotImageSegmentationPipeline(OTSegImageSegmentationPipeline):
                     f"the labels {new} need one: save a tokenizer with the model (otseg_hf.hub.save_otseg_folder "
                     "does) or pass tokenizer=... to pipeline()"
                 )
-            tokens = self.processor(text=new, prompt_templates=config.prompt_templates, return_tensors="pt")
+            tokens = self.processor(
+                text=new, prompt_templates=config.tokenizer_templates, return_tensors="pt"
+            )
             embeds = model.get_text_embeddings(
                 tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device)
             )
@@ -269,7 +274,8 @@ def save_pipeline_folder(
     **kwargs,
 ) -> None:
     """Write model (config + safetensors + modeling code), image processor, tokenizer and `OTSegProcessor` (when a
-    tokenizer is given), the pipeline code, and `custom_pipelines` in config.json."""
+    tokenizer is given; its templates are the model's `config.tokenizer_templates`), the pipeline code, and
+    `custom_pipelines` in config.json. The model is an OTSeg or a ZegOT model."""
     os.makedirs(save_directory, exist_ok=True)
     # a config loaded through pipeline() holds custom_pipelines with classes in it (transformers resolves them
     # in place), which JSON cannot hold: leave it out while saving and write the canonical entry below
@@ -289,7 +295,7 @@ def save_pipeline_folder(
     custom_object_save(OTSegImageSegmentationPipeline, save_directory)  # this file and its relative imports
     image_processor.save_pretrained(save_directory)
     if tokenizer is not None:
-        templates = model.config.prompt_templates
+        templates = model.config.tokenizer_templates
         OTSegProcessor(image_processor, tokenizer, prompt_templates=templates).save_pretrained(save_directory)
 
 
