@@ -1,0 +1,175 @@
+"""training/train.py and training/evaluate.py end to end on the synthetic data, with 1 and 2 processes.
+
+The 2-process runs use `accelerate launch --multi_gpu --num_processes 2 ... --cpu`: torchrun starts the
+processes and `--cpu` makes them a gloo (MULTI_CPU) group. (`accelerate launch --cpu --num_processes 2`
+starts a single process unless MPI is set up.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from otseg_hf.evaluation import EvaluationSet, evaluate_model
+from otseg_hf.hub import default_image_processor
+from otseg_hf.synthetic import SyntheticShapes
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = str(ROOT / "training" / "train.py")
+EVALUATE = str(ROOT / "training" / "evaluate.py")
+# tiny run: 24 images, 2 per device, total batch 8 -> 4 accumulation steps on 1 process, 2 on 2
+TINY_RUN = [
+    "--recipe", "otseg-synthetic-inductive", "--num-train-images", "24", "--num-eval-images", "5",
+    "--per-device-batch-size", "2", "--warmup-steps", "2", "--logging-steps", "1",
+]  # fmt: skip
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def run(args: list[str], processes: int = 1, port: int = 29611) -> subprocess.CompletedProcess:
+    if processes == 1:
+        command = [sys.executable, *args]
+    else:
+        command = [
+            sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_port", str(port), *args, "--cpu",
+        ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train-2proc")
+    result = run(
+        [TRAIN, *TINY_RUN, "--output-dir", str(out), "--max-steps", "12", "--checkpointing-steps", "6"], 2
+    )
+    return out, result
+
+
+def test_two_processes_train_with_accumulation_and_write_checkpoints(two_process_run):
+    out, result = two_process_run
+    assert "total batch 8 = 2 per device x 2 processes x 2 accumulation steps" in result.stdout
+    assert (out / "checkpoints" / "step_6").is_dir() and (out / "checkpoints" / "step_12").is_dir()
+    records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 13))
+    losses = [r["loss"] for r in records]
+    assert np.mean(losses[-4:]) < np.mean(losses[:4])
+    # the final folder is a complete model folder with its evaluation
+    assert {"model.safetensors", "config.json", "preprocessor_config.json", "README.md"} <= {
+        p.name for p in out.iterdir()
+    }
+    results = json.loads((out / "eval_results.json").read_text())
+    assert 0.0 <= results["mean_iou"] <= 1.0
+
+
+def test_resume_continues_exactly(two_process_run, tmp_path):
+    """Resuming from step 6 gives the parameters of the uninterrupted 12-step run, bit for bit."""
+    out, _ = two_process_run
+    resumed = tmp_path / "resumed"
+    run(
+        [TRAIN, *TINY_RUN, "--output-dir", str(resumed), "--max-steps", "12", "--checkpointing-steps", "6",
+         "--resume", str(out / "checkpoints" / "step_6"), "--eval-split", "none"],
+        2,
+        port=29612,
+    )  # fmt: skip
+    expected, actual = load_file(out / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert expected.keys() == actual.keys()
+    changed = [k for k in expected if not torch.equal(expected[k], actual[k])]
+    assert not changed, changed
+    # and the resumed run did not start over: its log starts after the checkpoint
+    steps = [json.loads(line)["step"] for line in (resumed / "train_log.jsonl").read_text().splitlines()]
+    assert steps == list(range(7, 13))
+    # the checkpoint's parameters differ from the final ones (the test could fail)
+    step6 = load_file(out / "checkpoints" / "step_6" / "model.safetensors")
+    assert any(not torch.equal(step6[k], expected[k]) for k in step6 if k in expected)
+
+
+def test_resume_latest_on_one_process(tmp_path):
+    out = tmp_path / "run"
+    args = [TRAIN, *TINY_RUN, "--output-dir", str(out), "--max-steps", "4", "--checkpointing-steps", "2"]
+    run([*args, "--eval-split", "none"])
+    full = load_file(out / "model.safetensors")
+    (out / "model.safetensors").unlink()
+    # continue from the latest checkpoint (step_4 of a 4-step run: nothing left to do) -> same weights
+    run([*args, "--resume", "latest", "--eval-split", "none"])
+    again = load_file(out / "model.safetensors")
+    assert all(torch.equal(full[k], again[k]) for k in full)
+
+
+def test_metrics_identical_with_one_and_two_processes(two_process_run, tmp_path):
+    out, _ = two_process_run
+    common = [EVALUATE, "--model", str(out), "--dataset", "synthetic", "--num-images", "7"]  # 7: uneven split
+    run([*common, "--output", str(tmp_path / "one.json")])
+    run([*common, "--output", str(tmp_path / "two.json")], 2, port=29613)
+    one, two = (json.loads((tmp_path / name).read_text()) for name in ("one.json", "two.json"))
+    assert one == two
+    assert sum(c["pixels"] for c in one["per_class"]) > 0
+
+
+def test_transductive_recipe_needs_an_inductive_checkpoint(tmp_path):
+    from training.train import main
+
+    with pytest.raises(ValueError, match="--init-from"):
+        main(["--recipe", "otseg-voc-transductive", "--output-dir", str(tmp_path)])
+
+
+def test_own_class_names_need_an_unseen_split(tmp_path):
+    from training.train import main
+
+    with pytest.raises(ValueError, match="--unseen-label-ids"):
+        main([*TINY_RUN, "--output-dir", str(tmp_path), "--class-names", "red circle", "blue square"])
+    with pytest.raises(ValueError, match="out of range"):
+        main([*TINY_RUN, "--output-dir", str(tmp_path), "--class-names", "a", "b", "--unseen-label-ids", "2"])
+
+
+# ------------------------------------------------------------------------------------------------
+# evaluation in process, against a direct computation
+# ------------------------------------------------------------------------------------------------
+def test_evaluate_model_equals_a_direct_computation(make_model):
+    """One window covers each 32x32 image: the metric's counts are those of upsample -> sigmoid -> seen
+    penalty -> argmax on the model's own logits, counted with numpy."""
+    model = make_model()
+    world = SyntheticShapes(image_size=32)
+    data = world.to_dataset(4, seed=3)
+    processor = default_image_processor(model.config)
+    metric = evaluate_model(model, EvaluationSet(data, processor, num_classes=5))
+
+    expected = np.zeros((5, 5), dtype=np.int64)
+    for row in data:
+        label = np.asarray(row["label"]).astype(np.int64)
+        pixel_values = processor(images=row["image"], return_tensors="pt")["pixel_values"]
+        with torch.no_grad():
+            logits = model(pixel_values).logits
+        probs = F.interpolate(logits, size=label.shape, mode="bilinear", align_corners=False).sigmoid()[0]
+        probs[[0, 1, 2]] -= model.config.seen_class_penalty
+        prediction = probs.argmax(0).numpy()
+        valid = label != 255
+        np.add.at(expected, (label[valid], prediction[valid]), 1)
+    np.testing.assert_array_equal(metric.confusion_matrix.numpy(), expected)
+    assert expected.sum() > 0
+
+
+def test_label_ids_outside_the_classes_name_the_row(make_model):
+    world = SyntheticShapes(image_size=32)
+    data = world.to_dataset(2, seed=0)
+    model = make_model()
+    dataset = EvaluationSet(data, default_image_processor(model.config), num_classes=3)  # ids 3, 4 exist
+    with pytest.raises(ValueError, match=r"row \d: label ids \[.*\] are outside the 3 classes"):
+        evaluate_model(model, dataset)
+
+
+def test_missing_columns_are_named(make_model):
+    data = SyntheticShapes(image_size=32).to_dataset(1)
+    with pytest.raises(ValueError, match="no column"):
+        EvaluationSet(data, default_image_processor(make_model().config), label_column="mask")
