@@ -3,7 +3,10 @@
     python -m otseg_hf.convert_reference_checkpoint --checkpoint voc_inductive.pth --dataset voc \\
         --setting inductive --text-embeddings voc12_otseg.npy --out otseg-vit-b16-voc-inductive
 
-writes a folder that loads with `OTSegForSemanticSegmentation.from_pretrained` (safetensors + config).
+writes a Hub-ready folder (`otseg_hf.hub.save_otseg_folder`): safetensors + config, the image processor of the
+dataset's test protocol, the tokenizer and processor when a CLIP tokenizer is at hand (`--tokenizer`, or a
+transformers CLIP folder as `--clip`), the code for `trust_remote_code` and a model card. It loads with
+`OTSegForSemanticSegmentation.from_pretrained` and both pipelines.
 
 The reference layout is described in spec section 12. Every reference tensor is mapped, except a
 fixed list of parameters that never influence an output (`dropped_reference_keys`); any other
@@ -47,6 +50,8 @@ from transformers import CLIPConfig
 
 from .configuration_otseg import CONTEXT_PROMPT_TEMPLATES, VOC_PROMPT_TEMPLATES, OTSegConfig
 from .dataset_splits import DATASETS
+from .hub import default_image_processor, save_otseg_folder
+from .image_processing_otseg import OTSegImageProcessor
 from .modeling_otseg import OTSegForSemanticSegmentation
 
 # SHA-256 of OpenAI's ViT-B/16 file (it is part of OpenAI's download URL; the `clip` package checks it)
@@ -828,15 +833,18 @@ def convert_checkpoint(
         class_names, seen_label_ids: an explicit vocabulary and seen ids (override the dataset's).
         text_embeddings: the reference's `*_otseg.npy` to fill the class text cache.
         clip: an OpenAI CLIP `.pt` or a transformers CLIP folder; its text tower is used when the checkpoint
-            has none, its tokenizer (folder only) when no text embeddings are given.
-        tokenizer: a CLIP tokenizer (folder or Hub id) to compute the class text cache.
+            has none; its tokenizer (folder only) computes the class text cache when no text embeddings are
+            given, and is saved with the model.
+        tokenizer: a CLIP tokenizer (folder or Hub id) to compute the class text cache (when no text embeddings are
+            given) and to save with the model, for other vocabularies.
         prompt_templates: explicit templates (default: the dataset's; else from the `.npy` N: 6 -> VOC's,
             8 -> Context's; else Context's eight).
         head_dim: attention head size (64 for OpenAI CLIP).
         overwrite: replace an existing non-empty `out`.
 
     Returns:
-        The output folder.
+        The output folder: model, image processor (the dataset's test short side, else the training size),
+        tokenizer and processor (when a tokenizer is at hand), code and model card.
     """
     from transformers import AutoTokenizer
 
@@ -914,10 +922,8 @@ def convert_checkpoint(
     model = OTSegForSemanticSegmentation(config)
     model.load_state_dict(state_dict, strict=True)
     model.eval()
+    text_tokenizer = AutoTokenizer.from_pretrained(tokenizer) if tokenizer is not None else clip_tokenizer
     if embeds is None:
-        text_tokenizer = clip_tokenizer
-        if tokenizer is not None:
-            text_tokenizer = AutoTokenizer.from_pretrained(tokenizer)
         if text_tokenizer is None:
             raise ReferenceCheckpointError(
                 "no class text embeddings: pass --text-embeddings (the reference's .npy) or a tokenizer "
@@ -926,10 +932,19 @@ def convert_checkpoint(
         model.set_class_names(class_names, text_tokenizer, seen_label_ids=seen)
 
     # 4. write: into a temporary folder beside `out`, moved in place at the end
+    if split is not None:
+        patch = config.clip_config.vision_config.patch_size
+        image_processor = OTSegImageProcessor(
+            size={"shortest_edge": split.test_short_side}, size_divisor=patch
+        )
+    else:
+        image_processor = default_image_processor(config)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        model.save_pretrained(staging)
+        save_otseg_folder(
+            model, staging, tokenizer=text_tokenizer, image_processor=image_processor, model_name=out.name
+        )
         if out.is_dir():
             shutil.rmtree(out)
         elif out.exists():
@@ -941,7 +956,8 @@ def convert_checkpoint(
     log(
         f"wrote {out}: {config.setting}, {len(class_names)} classes, {len(prompt_templates)} templates, "
         f"P={config.num_visual_prompts}, depth={config.visual_prompt_depth}, "
-        f"grid={config.clip_config.vision_config.image_size // config.clip_config.vision_config.patch_size}"
+        f"grid={config.clip_config.vision_config.image_size // config.clip_config.vision_config.patch_size}, "
+        f"{'with' if text_tokenizer is not None else 'without'} a tokenizer"
     )
     return out
 
@@ -968,7 +984,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="OpenAI CLIP ViT-B/16 .pt or a transformers CLIP folder: the text tower when the checkpoint has none",
     )
     parser.add_argument(
-        "--tokenizer", help="CLIP tokenizer (folder or Hub id) to compute the class text cache"
+        "--tokenizer",
+        help="CLIP tokenizer (folder or Hub id): computes the class text cache without --text-embeddings, and is "
+        "saved with the model for other vocabularies",
     )
     parser.add_argument(
         "--class-names", nargs="+", help="explicit class names, ids 0..K-1 (override --dataset)"

@@ -8,6 +8,7 @@ Sinkhorn decoder, ensemble), so neither side borrows code from the other (except
 
 from __future__ import annotations
 
+import json
 import math
 import pickle
 import zipfile
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPModel, CLIPTokenizer
 
-from otseg_hf import OTSegForSemanticSegmentation
+from otseg_hf import OTSegForSemanticSegmentation, OTSegProcessor
 from otseg_hf.convert_reference_checkpoint import (
     ReferenceCheckpointError,
     convert_checkpoint,
@@ -503,6 +504,12 @@ def test_cli_end_to_end_with_text_embeddings(tmp_path):
     main(["--checkpoint", str(checkpoint), "--dataset", "voc", "--setting", "inductive", "--out", str(out),
           "--text-embeddings", str(tmp_path / "voc12_otseg.npy"), "--head-dim", str(HEAD_DIM)])  # fmt: skip
     assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+    # a Hub-ready folder: VOC's test protocol in the image processor (short side 512, patch multiples), the
+    # code and a card; no tokenizer was at hand, so no processor
+    preprocessor = json.loads((out / "preprocessor_config.json").read_text())
+    assert preprocessor["size"] == {"shortest_edge": 512} and preprocessor["size_divisor"] == SIZES["patch"]
+    assert (out / "modeling_otseg.py").is_file() and (out / "README.md").is_file()
+    assert not (out / "processor_config.json").exists() and not (out / "tokenizer_config.json").exists()
 
     model = OTSegForSemanticSegmentation.from_pretrained(out).eval()
     config = model.config
@@ -552,6 +559,12 @@ def test_text_tower_and_tokenizer_from_a_transformers_clip_folder(tmp_path, tiny
     )
     model = OTSegForSemanticSegmentation.from_pretrained(out).eval()
     assert model.config.setting == "transductive"
+    # the folder's tokenizer travels with the model: processor with the model's templates, image processor at the
+    # training size (no dataset given)
+    processor = OTSegProcessor.from_pretrained(out)
+    assert processor.prompt_templates == model.config.prompt_templates
+    assert processor.tokenizer.get_vocab() == CLIPTokenizer.from_pretrained(tiny_clip_dir).get_vocab()
+    assert dict(processor.image_processor.size) == {"shortest_edge": SIZES["grid"] * SIZES["patch"]}
     clip = CLIPModel.from_pretrained(tiny_clip_dir).eval()
     theirs = clip.state_dict()
     for key, tensor in model.state_dict().items():
