@@ -23,6 +23,7 @@ from accelerate.utils import parse_flag_from_env
 from transformers import AutoModelForSemanticSegmentation, AutoTokenizer
 
 import otseg_hf  # noqa: F401  (registers the Auto classes)
+from otseg_hf.data import load_dataset_split
 from otseg_hf.dataset_splits import DATASETS
 from otseg_hf.evaluation import EvaluationSet, evaluate_model
 from otseg_hf.hub import default_image_processor
@@ -72,17 +73,7 @@ def load_data(args):
         return SyntheticShapes(image_size=SYNTHETIC.image_size).to_dataset(args.num_images, seed=1)
     if args.dataset_name is None:
         raise ValueError("--dataset-name is needed (a Hub id or a folder from training/convert_datasets.py)")
-    import datasets
-
-    path = Path(args.dataset_name)
-    if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
-        data = datasets.load_from_disk(str(path))
-        if isinstance(data, datasets.DatasetDict):
-            if args.split not in data:
-                raise ValueError(f"{path} has no split {args.split!r}; it has {list(data)}")
-            data = data[args.split]
-        return data
-    return datasets.load_dataset(args.dataset_name, args.dataset_config, split=args.split)
+    return load_dataset_split(args.dataset_name, args.split, args.dataset_config)
 
 
 def main(argv=None) -> dict:

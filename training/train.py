@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from otseg_hf import OTSegForSemanticSegmentation, ZegOTForSemanticSegmentation
+from otseg_hf.data import load_dataset_split
 from otseg_hf.evaluation import EvaluationSet, evaluate_model
 from otseg_hf.hub import default_image_processor, save_otseg_folder
 from otseg_hf.recipes import RECIPES, SETTINGS, build_optimizer, gradient_accumulation_steps
@@ -169,17 +170,10 @@ def load_split(args, split: str, recipe, streaming: bool = False):
         return world.to_dataset(
             args.num_train_images if train else args.num_eval_images, seed=0 if train else 1
         )
-    import datasets
-
-    path = Path(args.dataset_name)
-    if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
-        data = datasets.load_from_disk(str(path))
-        if isinstance(data, datasets.DatasetDict):
-            if split not in data:
-                raise ValueError(f"{path} has no split {split!r}; it has {list(data)}")
-            data = data[split]
-        return data.to_iterable_dataset() if streaming else data
-    return datasets.load_dataset(args.dataset_name, args.dataset_config, split=split, streaming=streaming)
+    data = load_dataset_split(args.dataset_name, split, args.dataset_config, streaming)
+    if streaming:  # a shuffle buffer, reseeded per epoch by set_epoch
+        data = data.shuffle(seed=args.seed, buffer_size=1000)
+    return data
 
 
 # ----------------------------------------------------------------------------------------------------
