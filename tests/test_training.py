@@ -173,3 +173,23 @@ def test_missing_columns_are_named(make_model):
     data = SyntheticShapes(image_size=32).to_dataset(1)
     with pytest.raises(ValueError, match="no column"):
         EvaluationSet(data, default_image_processor(make_model().config), label_column="mask")
+
+
+def test_zegot_recipe_trains_only_its_prompts(tmp_path):
+    """The ZegOT recipe through the same script: the saved CLIP is bit-identical to the tiny random CLIP it
+    started from (same seed)."""
+    from transformers import AutoModelForSemanticSegmentation, CLIPModel
+
+    from otseg_hf.testing import tiny_clip_config
+
+    out = tmp_path / "zegot"
+    args = ["--recipe", "zegot-synthetic-inductive", "--num-train-images", "8", "--num-eval-images", "2"]
+    result = run([TRAIN, *args, "--output-dir", str(out), "--max-steps", "3", "--checkpointing-steps", "0"])
+    assert "ZegOTForSemanticSegmentation (inductive)" in result.stdout and "trainable of" in result.stdout
+    model = AutoModelForSemanticSegmentation.from_pretrained(out)
+    torch.manual_seed(0)  # train.py: set_seed(0), then the tiny CLIP is the first thing drawn
+    clip = CLIPModel(tiny_clip_config(image_size=64))
+    reference = clip.state_dict()
+    for name, tensor in model.clip.state_dict().items():
+        if "position" not in name:
+            assert torch.equal(tensor, reference[name]), name
