@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .losses import upsample
+from .losses import count_masks, mask_loss, upsample
 
 
 def check_labels(labels: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
@@ -49,25 +49,72 @@ def inductive_labels(labels: torch.Tensor, seen_label_ids: list[int], ignore_ind
 
 @torch.no_grad()
 def transductive_labels(
-    labels: torch.Tensor,
-    decoder_logits: torch.Tensor,
-    score_logits: torch.Tensor,
-    unseen_label_ids: list[int],
-    ensemble_weight: float = 0.5,
+    labels: torch.Tensor, logits: torch.Tensor, unseen_label_ids: list[int]
 ) -> torch.Tensor:
-    """Replace unseen ground truth by the unseen class of highest ensemble probability.
+    """Replace unseen ground truth by the unseen class of highest probability, sigmoid(logits) upsampled to the
+    label size (OTSeg passes its ensemble logits, ZegOT its combined map).
 
     Args:
         labels: (B, H, W) class ids of the full vocabulary.
-        decoder_logits, score_logits: (B, K, h, w) logits of the full vocabulary.
+        logits: (B, K, h, w) logits of the full vocabulary.
         unseen_label_ids: ids of the unseen classes.
-        ensemble_weight: weight of the decoder logits (score logits get 1 - weight).
     """
     unseen = torch.as_tensor(unseen_label_ids, dtype=torch.long, device=labels.device)
-    ensemble = ensemble_weight * decoder_logits[:, unseen] + (1 - ensemble_weight) * score_logits[:, unseen]
-    probs = upsample(ensemble.float(), labels.shape[-2:]).sigmoid()  # (B, K_unseen, H, W)
+    probs = upsample(logits[:, unseen].float(), labels.shape[-2:]).sigmoid()  # (B, K_unseen, H, W)
     pseudo = unseen[probs.argmax(dim=1)]
     return torch.where(torch.isin(labels, unseen), pseudo, labels)
 
 
-__all__ = ["check_labels", "inductive_labels", "transductive_labels"]
+def setting_labels(
+    labels: torch.Tensor, num_classes: int, setting: str, seen_label_ids, ignore_index: int
+) -> tuple[torch.Tensor, list[int] | None]:
+    """Checked labels of the setting, and the classes the loss computes (`None`: all of them)."""
+    labels = check_labels(labels, num_classes, ignore_index)
+    if setting == "inductive":
+        return inductive_labels(labels, seen_label_ids, ignore_index), list(seen_label_ids)
+    return labels, None
+
+
+def zero_shot_loss(
+    weighted_maps: list[tuple[float, torch.Tensor]],
+    labels: torch.Tensor,
+    input_size: tuple[int, int],
+    config,
+    pseudo_logits: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Sum of weight x (focal + dice) over the (weight, logits (B, K, h, w)) maps (spec section 8).
+
+    As in the reference, the maps are first resized to the input size when the labels have another size. With
+    `pseudo_logits` (transductive), unseen ground truth is first replaced by `transductive_labels` of them. The
+    loss fields (`focal_loss_weight`, `dice_loss_weight`, `focal_alpha`, `focal_gamma`, `unseen_label_ids`)
+    come from `config`.
+    """
+    if tuple(labels.shape[-2:]) != tuple(input_size):
+        weighted_maps = [(weight, upsample(logits, input_size)) for weight, logits in weighted_maps]
+        if pseudo_logits is not None:
+            pseudo_logits = upsample(pseudo_logits, input_size)
+    if pseudo_logits is not None:
+        labels = transductive_labels(labels, pseudo_logits, config.unseen_label_ids)
+    num_masks = count_masks(labels, weighted_maps[0][1].shape[1])
+    return sum(
+        weight
+        * mask_loss(
+            logits,
+            labels,
+            num_masks,
+            config.focal_loss_weight,
+            config.dice_loss_weight,
+            config.focal_alpha,
+            config.focal_gamma,
+        )
+        for weight, logits in weighted_maps
+    )
+
+
+__all__ = [
+    "check_labels",
+    "inductive_labels",
+    "setting_labels",
+    "transductive_labels",
+    "zero_shot_loss",
+]

@@ -18,8 +18,7 @@ from transformers import CLIPModel, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .configuration_otseg import OTSegConfig
-from .label_settings import check_labels, inductive_labels, transductive_labels
-from .losses import count_masks, mask_loss, upsample
+from .label_settings import setting_labels, zero_shot_loss
 from .modeling_mps import (
     FrozenCLIPMixin,
     RelationshipDescriptor,
@@ -463,10 +462,10 @@ class OTSegForSemanticSegmentation(OTSegPreTrainedModel):
         # 2. labels per setting; an inductive model trains on its seen classes only
         setting = config.setting if own_vocabulary else "fully_supervised"
         if labels is not None:
-            labels = check_labels(labels, text_embeds.shape[0], config.ignore_index)
-            if setting == "inductive":
-                text_embeds = text_embeds[config.seen_label_ids]
-                labels = inductive_labels(labels, config.seen_label_ids, config.ignore_index)
+            labels, class_ids = setting_labels(
+                labels, text_embeds.shape[0], setting, config.seen_label_ids, config.ignore_index
+            )
+            text_embeds = text_embeds if class_ids is None else text_embeds[class_ids]
 
         # 3. vision: (B, 3, H, W) -> global (B, D), pixels (B, M, D)
         global_embeds, pixel_embeds, (height, width) = self.forward_features(pixel_values)
@@ -477,27 +476,12 @@ class OTSegForSemanticSegmentation(OTSegPreTrainedModel):
         score_logits = score_logits.unflatten(-1, (height, width))
         logits = config.ensemble_weight * decoder_logits + (1 - config.ensemble_weight) * score_logits
 
-        # 5. loss of both paths
+        # 5. loss of both paths; transductive pseudo labels from the ensemble
         loss = None
         if labels is not None:
-            paths = (decoder_logits, score_logits)
-            if labels.shape[-2:] != pixel_values.shape[-2:]:  # the reference resizes to the input size first
-                paths = tuple(upsample(path, pixel_values.shape[-2:]) for path in paths)
-            if setting == "transductive":
-                labels = transductive_labels(labels, *paths, config.unseen_label_ids, config.ensemble_weight)
-            num_masks = count_masks(labels, logits.shape[1])
-            loss = sum(
-                mask_loss(
-                    path,
-                    labels,
-                    num_masks,
-                    config.focal_loss_weight,
-                    config.dice_loss_weight,
-                    config.focal_alpha,
-                    config.focal_gamma,
-                )
-                for path in paths
-            )
+            pseudo_logits = logits if setting == "transductive" else None
+            paths = [(1.0, decoder_logits), (1.0, score_logits)]
+            loss = zero_shot_loss(paths, labels, pixel_values.shape[-2:], config, pseudo_logits)
 
         if not return_dict:
             output = (logits, decoder_logits, score_logits)

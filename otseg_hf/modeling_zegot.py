@@ -20,8 +20,7 @@ from transformers.masking_utils import create_causal_mask
 from transformers.utils import ModelOutput
 
 from .configuration_zegot import ZegOTConfig
-from .label_settings import check_labels, inductive_labels, transductive_labels
-from .losses import count_masks, mask_loss, upsample
+from .label_settings import setting_labels, zero_shot_loss
 from .modeling_mps import (
     FrozenCLIPMixin,
     RelationshipDescriptor,
@@ -431,10 +430,9 @@ class ZegOTForSemanticSegmentation(ZegOTPreTrainedModel):
                 num_classes = text_embeds.shape[0]
             elif input_ids is not None:
                 num_classes = input_ids.shape[0]
-            labels = check_labels(labels, num_classes, config.ignore_index)
-            if setting == "inductive":
-                class_ids = config.seen_label_ids
-                labels = inductive_labels(labels, config.seen_label_ids, config.ignore_index)
+            labels, class_ids = setting_labels(
+                labels, num_classes, setting, config.seen_label_ids, config.ignore_index
+            )
 
         # 2. text: (K, N, D) prompt embeddings; through the encoder in training, from the cache at inference
         if text_embeds is not None:
@@ -471,34 +469,14 @@ class ZegOTForSemanticSegmentation(ZegOTPreTrainedModel):
         else:  # "last"
             logits = layer_logits[-1]
 
-        # 5. loss on every layer's map and on the combined map
+        # 5. loss on every layer's map and on the combined map; transductive pseudo labels from the combined map
         loss = None
         if labels is not None:
             maps = [(config.layer_loss_weight, layer_map) for layer_map in layer_logits]
             maps.append((config.combined_loss_weight, logits))
             maps = [(weight, logit_map) for weight, logit_map in maps if weight > 0]
-            combined = logits
-            input_size = pixel_values.shape[-2:]
-            if labels.shape[-2:] != input_size:  # resized to the input size first, as in OTSeg
-                maps = [(weight, upsample(logit_map, input_size)) for weight, logit_map in maps]
-                combined = upsample(logits, input_size)
-            if setting == "transductive":
-                # pseudo labels from the combined map: weight 1 on the first map given, 0 on the second
-                labels = transductive_labels(labels, combined, combined, config.unseen_label_ids, 1.0)
-            num_masks = count_masks(labels, logits.shape[1])
-            loss = sum(
-                weight
-                * mask_loss(
-                    logit_map,
-                    labels,
-                    num_masks,
-                    config.focal_loss_weight,
-                    config.dice_loss_weight,
-                    config.focal_alpha,
-                    config.focal_gamma,
-                )
-                for weight, logit_map in maps
-            )
+            pseudo_logits = logits if setting == "transductive" else None
+            loss = zero_shot_loss(maps, labels, pixel_values.shape[-2:], config, pseudo_logits)
 
         layer_logits = tuple(layer_logits)
         if not return_dict:

@@ -72,25 +72,25 @@ def test_transductive_labels_hand_computed():
     decoder = _constant_maps([10.0, 0.0, 5.0, 1.0], 2, 3)
     score = _constant_maps([10.0, 3.0, 5.0, 0.0], 2, 3)
     labels = torch.tensor([[[0, 1, 3], [2, I, 1]]])
-    assert transductive_labels(labels, decoder, score, [1, 3], 0.5).tolist() == [[[0, 1, 1], [2, I, 1]]]
-    assert transductive_labels(labels, decoder, score, [1, 3], 0.9).tolist() == [[[0, 3, 3], [2, I, 3]]]
+    ensemble = lambda w: w * decoder + (1 - w) * score  # noqa: E731  (OTSeg+'s ensemble, spec section 7)
+    assert transductive_labels(labels, ensemble(0.5), [1, 3]).tolist() == [[[0, 1, 1], [2, I, 1]]]
+    assert transductive_labels(labels, ensemble(0.9), [1, 3]).tolist() == [[[0, 3, 3], [2, I, 3]]]
 
 
 def test_transductive_labels_are_upsampled_per_pixel():
     # a 1 x 2 feature map (left favours class 3, right class 2) upsampled to 2 x 4 labels; unseen = [2, 3]
     left_right = [[[0.0, 0.0]], [[0.0, 0.0]], [[-2.0, 2.0]], [[2.0, -2.0]]]  # (K=4, h=1, w=2)
-    decoder = score = torch.tensor(left_right).unsqueeze(0)
+    logits = torch.tensor(left_right).unsqueeze(0)
     labels = torch.tensor([[[2, 2, 3, 3], [0, 3, 2, I]]])
     # bilinear, align_corners=False: columns 0-1 lie on the left half (c3 > c2), columns 2-3 on the right
     expected = [[[3, 3, 2, 2], [0, 3, 2, I]]]
-    assert transductive_labels(labels, decoder, score, [2, 3], 0.5).tolist() == expected
+    assert transductive_labels(labels, logits, [2, 3]).tolist() == expected
 
 
 def test_transductive_labels_without_gradient():
-    decoder = torch.randn(1, 3, 2, 2, requires_grad=True)
-    score = torch.randn(1, 3, 2, 2, requires_grad=True)
+    logits = torch.randn(1, 3, 2, 2, requires_grad=True)
     labels = torch.tensor([[[0, 1], [2, I]]])
-    pseudo = transductive_labels(labels, decoder, score, [1, 2])
+    pseudo = transductive_labels(labels, logits, [1, 2])
     assert not pseudo.requires_grad
     assert pseudo[0, 0, 0] == 0 and pseudo[0, 1, 1] == I
     assert set(pseudo[0].flatten().tolist()) <= {0, 1, 2, I}
