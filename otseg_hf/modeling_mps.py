@@ -71,8 +71,9 @@ __all__ = ["RelationshipDescriptor", "multi_prompt_sinkhorn_score", "sinkhorn_si
 
 
 class FrozenCLIPMixin:
-    """`from_pretrained` that freezes `model.clip` again: transformers' loader replaces every loaded tensor by a
-    new parameter that requires gradients, which would silently make the whole CLIP trainable."""
+    """For models that wrap a frozen `CLIPModel` as `self.clip`: `from_clip`, and a `from_pretrained` that
+    freezes `model.clip` again (transformers' loader replaces every loaded tensor by a new parameter that
+    requires gradients, which would silently make the whole CLIP trainable)."""
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
@@ -80,6 +81,66 @@ class FrozenCLIPMixin:
         model = loaded[0] if isinstance(loaded, tuple) else loaded  # output_loading_info=True gives a tuple
         model.clip.requires_grad_(False)
         return loaded
+
+    @classmethod
+    def from_clip(
+        cls,
+        clip_name_or_path,
+        class_names: list[str],
+        seen_label_ids: list[int] | None = None,
+        transductive: bool = False,
+        tokenizer=None,
+        image_size: int = 512,
+        **config_overrides,
+    ):
+        """Build the model around a pretrained CLIP: its weights copied, the position table resized bilinearly
+        to the grid of `image_size` (spec section 2.3), the head initialised, the text cache of `class_names`.
+
+        Args:
+            clip_name_or_path: a Hub id or a local directory made by `CLIPModel.save_pretrained`, or a
+                `CLIPModel` instance (then `tokenizer` is required).
+            class_names: the vocabulary.
+            seen_label_ids: ids of the seen classes; `None` for fully supervised.
+            transductive: the transductive setting.
+            tokenizer: a CLIP tokenizer; loaded from `clip_name_or_path` if not given.
+            image_size: training crop size.
+            **config_overrides: other fields of the model's config class.
+        """
+        from transformers import AutoTokenizer, CLIPModel
+
+        if isinstance(clip_name_or_path, CLIPModel):
+            clip = clip_name_or_path
+            if tokenizer is None:
+                raise ValueError("pass tokenizer= when giving a CLIPModel instance")
+        else:
+            clip = CLIPModel.from_pretrained(clip_name_or_path)
+        if tokenizer is None:
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(clip_name_or_path)
+            except (OSError, ValueError) as error:
+                raise ValueError(
+                    f"no tokenizer found at {clip_name_or_path!r}; pass tokenizer= (a CLIPTokenizer)"
+                ) from error
+        clip_config = clip.config.to_dict()
+        clip_config["vision_config"]["image_size"] = image_size
+        config = cls.config_class(
+            clip_config=clip_config,
+            id2label=dict(enumerate(class_names)),
+            seen_label_ids=seen_label_ids,
+            transductive=transductive,
+            **config_overrides,
+        )
+        model = cls(config)
+        state = {k: v for k, v in clip.state_dict().items() if not k.endswith("position_ids")}
+        key = "vision_model.embeddings.position_embedding.weight"
+        grid = image_size // config.clip_config.vision_config.patch_size
+        state[key] = resize_position_embeddings(state[key], grid, grid)
+        missing, unexpected = model.clip.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.endswith("position_ids")]
+        if missing or unexpected:
+            raise ValueError(f"CLIP weights do not match: missing {missing}, unexpected {unexpected}")
+        model.set_class_names(class_names, tokenizer, seen_label_ids=seen_label_ids)
+        return model
 
 
 def check_pixel_values(pixel_values: torch.Tensor, vision_config) -> None:

@@ -348,69 +348,6 @@ class OTSegForSemanticSegmentation(OTSegPreTrainedModel):
         self.config.seen_label_ids = checked.seen_label_ids
 
     # ------------------------------------------------------------------------------------------------
-    # construction from a pretrained CLIP
-    # ------------------------------------------------------------------------------------------------
-    @classmethod
-    def from_clip(
-        cls,
-        clip_name_or_path,
-        class_names: list[str],
-        seen_label_ids: list[int] | None = None,
-        transductive: bool = False,
-        tokenizer=None,
-        image_size: int = 512,
-        **config_overrides,
-    ) -> OTSegForSemanticSegmentation:
-        """Build an OTSeg model around a pretrained CLIP.
-
-        Args:
-            clip_name_or_path: a Hub id or a local directory made by `CLIPModel.save_pretrained`, or a
-                `CLIPModel` instance.
-            class_names: the vocabulary.
-            seen_label_ids: ids of the seen classes; `None` for fully supervised.
-            transductive: the transductive setting.
-            tokenizer: a CLIP tokenizer; loaded from `clip_name_or_path` if not given.
-            image_size: training crop size; the position embeddings are resized (bilinear) to its grid.
-            **config_overrides: other [`OTSegConfig`] fields.
-        """
-        if isinstance(clip_name_or_path, CLIPModel):
-            clip = clip_name_or_path
-        else:
-            clip = CLIPModel.from_pretrained(clip_name_or_path)
-        if tokenizer is None:
-            if isinstance(clip_name_or_path, CLIPModel):
-                raise ValueError("pass tokenizer= when giving a CLIPModel instance")
-            from transformers import AutoTokenizer
-
-            try:
-                tokenizer = AutoTokenizer.from_pretrained(clip_name_or_path)
-            except (OSError, ValueError) as error:
-                raise ValueError(
-                    f"no tokenizer found at {clip_name_or_path!r}; pass tokenizer= (a CLIPTokenizer)"
-                ) from error
-        clip_config = clip.config.to_dict()
-        clip_config["vision_config"]["image_size"] = image_size
-        config = OTSegConfig(
-            clip_config=clip_config,
-            id2label=dict(enumerate(class_names)),
-            seen_label_ids=seen_label_ids,
-            transductive=transductive,
-            **config_overrides,
-        )
-        model = cls(config)
-        state = dict(clip.state_dict())
-        key = "vision_model.embeddings.position_embedding.weight"
-        grid = image_size // config.clip_config.vision_config.patch_size
-        state[key] = resize_position_embeddings(state[key], grid, grid)
-        state = {k: v for k, v in state.items() if not k.endswith("position_ids")}
-        missing, unexpected = model.clip.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.endswith("position_ids")]
-        if missing or unexpected:
-            raise ValueError(f"CLIP weights do not match: missing {missing}, unexpected {unexpected}")
-        model.set_class_names(class_names, tokenizer, seen_label_ids=seen_label_ids)
-        return model
-
-    # ------------------------------------------------------------------------------------------------
     # forward
     # ------------------------------------------------------------------------------------------------
     def forward(

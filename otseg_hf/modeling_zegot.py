@@ -304,69 +304,6 @@ class ZegOTForSemanticSegmentation(ZegOTPreTrainedModel):
         return super().save_pretrained(*args, **kwargs)
 
     # ------------------------------------------------------------------------------------------------
-    # construction from a pretrained CLIP
-    # ------------------------------------------------------------------------------------------------
-    @classmethod
-    def from_clip(
-        cls,
-        clip_name_or_path,
-        class_names: list[str],
-        seen_label_ids: list[int] | None = None,
-        transductive: bool = False,
-        tokenizer=None,
-        image_size: int = 512,
-        **config_overrides,
-    ) -> ZegOTForSemanticSegmentation:
-        """Build a ZegOT model around a pretrained CLIP (weights copied, position table bilinearly resized to the
-        grid of `image_size`), with random contexts and descriptors and the cache of `class_names`.
-
-        Args:
-            clip_name_or_path: a Hub id or a local directory made by `CLIPModel.save_pretrained`, or a
-                `CLIPModel` instance (then `tokenizer` is required).
-            class_names: the vocabulary.
-            seen_label_ids: ids of the seen classes; `None` for fully supervised.
-            transductive: the transductive setting.
-            tokenizer: a CLIP tokenizer; loaded from `clip_name_or_path` if not given.
-            image_size: training crop size.
-            **config_overrides: other [`ZegOTConfig`] fields.
-        """
-        if isinstance(clip_name_or_path, CLIPModel):
-            clip = clip_name_or_path
-            if tokenizer is None:
-                raise ValueError("pass tokenizer= when giving a CLIPModel instance")
-        else:
-            clip = CLIPModel.from_pretrained(clip_name_or_path)
-        if tokenizer is None:
-            from transformers import AutoTokenizer
-
-            try:
-                tokenizer = AutoTokenizer.from_pretrained(clip_name_or_path)
-            except (OSError, ValueError) as error:
-                raise ValueError(
-                    f"no tokenizer found at {clip_name_or_path!r}; pass tokenizer= (a CLIPTokenizer)"
-                ) from error
-        clip_config = clip.config.to_dict()
-        clip_config["vision_config"]["image_size"] = image_size
-        config = ZegOTConfig(
-            clip_config=clip_config,
-            id2label=dict(enumerate(class_names)),
-            seen_label_ids=seen_label_ids,
-            transductive=transductive,
-            **config_overrides,
-        )
-        model = cls(config)
-        state = {k: v for k, v in clip.state_dict().items() if not k.endswith("position_ids")}
-        key = "vision_model.embeddings.position_embedding.weight"
-        grid = image_size // config.clip_config.vision_config.patch_size
-        state[key] = resize_position_embeddings(state[key], grid, grid)
-        missing, unexpected = model.clip.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.endswith("position_ids")]
-        if missing or unexpected:
-            raise ValueError(f"CLIP weights do not match: missing {missing}, unexpected {unexpected}")
-        model.set_class_names(class_names, tokenizer, seen_label_ids=seen_label_ids)
-        return model
-
-    # ------------------------------------------------------------------------------------------------
     # forward
     # ------------------------------------------------------------------------------------------------
     def forward_head(
