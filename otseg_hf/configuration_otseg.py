@@ -71,6 +71,10 @@ class OTSegConfig(ZeroShotSegmentationConfigMixin, PretrainedConfig):
             Most Sinkhorn iterations.
         sinkhorn_tol (`float`, *optional*, defaults to 1e-6):
             Sinkhorn stopping tolerance on mean |u - u_prev|.
+        matching (`str`, *optional*, defaults to `"sinkhorn"`):
+            How pixels are matched to prompts in the MPS path and the decoder: `"sinkhorn"` (optimal transport,
+            the paper) or `"softmax"` (plain cross-attention, T = softmax over pixels of S / epsilon divided by N:
+            only the prompt marginal holds). `"softmax"` exists for ablations.
         ensemble_weight (`float`, *optional*, defaults to 0.5):
             Weight of the decoder logits in the OTSeg+ ensemble; the score logits get 1 - weight.
         seen_class_penalty (`float`, *optional*, defaults to 0.1):
@@ -121,6 +125,7 @@ class OTSegConfig(ZeroShotSegmentationConfigMixin, PretrainedConfig):
         sinkhorn_epsilon: float = 0.05,
         sinkhorn_max_iter: int = 100,
         sinkhorn_tol: float = 1e-6,
+        matching: str = "sinkhorn",
         ensemble_weight: float = 0.5,
         seen_class_penalty: float = 0.1,
         focal_loss_weight: float = 100.0,
@@ -149,6 +154,7 @@ class OTSegConfig(ZeroShotSegmentationConfigMixin, PretrainedConfig):
         self.sinkhorn_epsilon = sinkhorn_epsilon
         self.sinkhorn_max_iter = sinkhorn_max_iter
         self.sinkhorn_tol = sinkhorn_tol
+        self.matching = matching
         self.ensemble_weight = ensemble_weight
         self.seen_class_penalty = seen_class_penalty
         self.focal_loss_weight = focal_loss_weight
@@ -195,6 +201,8 @@ class OTSegConfig(ZeroShotSegmentationConfigMixin, PretrainedConfig):
         for name in ("prompt_norm_eps", "decoder_layer_norm_eps"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.matching not in ("sinkhorn", "softmax"):
+            raise ValueError(f"matching must be 'sinkhorn' or 'softmax', got {self.matching!r}")
         if not 0.0 <= self.ensemble_weight <= 1.0:
             raise ValueError(f"ensemble_weight must be in [0, 1], got {self.ensemble_weight}")
         self.check_solver_loss_and_inference()

@@ -36,6 +36,7 @@ def sinkhorn_similarity_map(
     epsilon: float,
     max_iter: int = 100,
     tol: float = 1e-6,
+    matching: str = "sinkhorn",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Optimal-transport matching of pixels to each class's prompts (spec sections 4 and 5.2-5.3).
 
@@ -46,6 +47,8 @@ def sinkhorn_similarity_map(
     Args:
         pixel_embeds: (B, M, D) L2-normalised pixel embeddings.
         prompt_embeds: (B, K, N, D) L2-normalised prompt embeddings.
+        matching: `"sinkhorn"`, or `"softmax"` for the ablation without transport: T = softmax over the pixels
+            of S / epsilon, divided by N (each prompt's column sums to 1/N, the pixel marginal is free).
 
     Returns:
         The map (B, K, M) and the plan (B, K, M, N).
@@ -53,17 +56,28 @@ def sinkhorn_similarity_map(
     batch, num_classes, num_prompts, _ = prompt_embeds.shape
     num_pixels = pixel_embeds.shape[1]
     similarity = torch.einsum("bmd,bknd->bkmn", pixel_embeds, prompt_embeds)
-    plan = log_sinkhorn((1 - similarity).flatten(0, 1), epsilon, max_iter=max_iter, tol=tol)  # (B K, M, N)
-    plan = plan.view(batch, num_classes, num_pixels, num_prompts)
+    if matching == "softmax":
+        plan = torch.softmax(similarity.float() / epsilon, dim=2) / num_prompts  # (B, K, M, N)
+    else:
+        plan = log_sinkhorn(
+            (1 - similarity).flatten(0, 1), epsilon, max_iter=max_iter, tol=tol
+        )  # (B K, M, N)
+        plan = plan.view(batch, num_classes, num_pixels, num_prompts)
     score = (plan * similarity).sum(-1) * (num_pixels * num_prompts)  # (B, K, M)
     return score.to(pixel_embeds.dtype), plan
 
 
 def multi_prompt_sinkhorn_score(
-    pixel_embeds: torch.Tensor, queries: torch.Tensor, epsilon: float, max_iter: int = 100, tol: float = 1e-6
+    pixel_embeds: torch.Tensor,
+    queries: torch.Tensor,
+    epsilon: float,
+    max_iter: int = 100,
+    tol: float = 1e-6,
+    matching: str = "sinkhorn",
 ) -> torch.Tensor:
     """The MPS score map (spec section 4): (B, M, D) pixels, (B, K, N, D) queries -> (B, K, M)."""
-    score, _ = sinkhorn_similarity_map(pixel_embeds, F.normalize(queries, dim=-1), epsilon, max_iter, tol)
+    queries = F.normalize(queries, dim=-1)
+    score, _ = sinkhorn_similarity_map(pixel_embeds, queries, epsilon, max_iter, tol, matching)
     return score
 
 

@@ -93,6 +93,7 @@ class OTSegDecoderLayer(nn.Module):
         self.epsilon = config.sinkhorn_epsilon
         self.max_iter = config.sinkhorn_max_iter
         self.tol = config.sinkhorn_tol
+        self.matching = config.matching
         self.q_proj = nn.Linear(dim, dim)
         self.k_proj = nn.Linear(dim, dim)
         self.last = last
@@ -114,7 +115,7 @@ class OTSegDecoderLayer(nn.Module):
         q = F.normalize(self.q_proj(queries), dim=-1)
         k = F.normalize(self.k_proj(memory), dim=-1)
         # 2-3. transport plan (B, K, M, N) and the layer's similarity map (B, K, M)
-        layer_map, plan = sinkhorn_similarity_map(k, q, self.epsilon, self.max_iter, self.tol)
+        layer_map, plan = sinkhorn_similarity_map(k, q, self.epsilon, self.max_iter, self.tol, self.matching)
         if self.last:
             return None, layer_map
         # 4. the plan is the attention: out[b,k,n] = sum_m T[b,k,m,n] v[b,m] (no renormalisation)
@@ -166,7 +167,12 @@ class OTSegHead(nn.Module):
         config = self.config
         queries = self.descriptor(global_embeds, text_embeds.to(global_embeds.dtype))  # (B, K, N, D)
         score = multi_prompt_sinkhorn_score(
-            pixel_embeds, queries, config.sinkhorn_epsilon, config.sinkhorn_max_iter, config.sinkhorn_tol
+            pixel_embeds,
+            queries,
+            config.sinkhorn_epsilon,
+            config.sinkhorn_max_iter,
+            config.sinkhorn_tol,
+            config.matching,
         )
         decoder = self.decoder(queries, pixel_embeds)
         return decoder, score
