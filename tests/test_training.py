@@ -193,3 +193,15 @@ def test_zegot_recipe_trains_only_its_prompts(tmp_path):
     for name, tensor in model.clip.state_dict().items():
         if "position" not in name:
             assert torch.equal(tensor, reference[name]), name
+
+
+def test_model_overrides_are_json_values():
+    from training.train import parse_overrides
+
+    assert parse_overrides(["matching=softmax", "ensemble_weight=0", 'prompt_templates=["a {}."]']) == {
+        "matching": "softmax",
+        "ensemble_weight": 0,
+        "prompt_templates": ["a {}."],
+    }
+    with pytest.raises(ValueError, match="FIELD=VALUE"):
+        parse_overrides(["matching"])

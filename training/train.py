@@ -86,6 +86,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     # model
     parser.add_argument("--clip", help="pretrained CLIP, Hub id or local folder (default: the recipe's)")
     parser.add_argument(
+        "--model-override",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a model config field, VALUE read as JSON (e.g. matching=softmax, ensemble_weight=0); repeatable",
+    )
+    parser.add_argument(
         "--init-from", help="start from this saved model folder (transductive recipes need it)"
     )
     # optimisation (recipe overrides)
@@ -202,7 +209,7 @@ def build_model(args, recipe, class_names, seen_label_ids):
         except (OSError, ValueError):
             tokenizer = None
         return model, tokenizer
-    overrides = dict(recipe.model_overrides)
+    overrides = {**recipe.model_overrides, **parse_overrides(args.model_override)}
     if recipe.model_type == "otseg":
         overrides.setdefault("prompt_templates", list(recipe.split.prompt_templates))
     if recipe.clip == "tiny-random":
@@ -223,6 +230,20 @@ def build_model(args, recipe, class_names, seen_label_ids):
         recipe.clip, class_names, seen_label_ids, transductive, tokenizer, recipe.crop_size, **overrides
     )
     return model, tokenizer
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """FIELD=VALUE pairs, VALUE read as JSON (a bare word is a string)."""
+    overrides = {}
+    for item in items:
+        field, sep, value = item.partition("=")
+        if not sep or not field:
+            raise ValueError(f"--model-override wants FIELD=VALUE, got {item!r}")
+        try:
+            overrides[field] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[field] = value
+    return overrides
 
 
 def checkpoint_step(path: Path) -> int:
