@@ -14,16 +14,28 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from .dataset_splits import DATASETS, DatasetSplit
-from .synthetic import SYNTHETIC_CLASS_NAMES, SYNTHETIC_UNSEEN_LABEL_IDS
+from .synthetic import (
+    OBJECT_TEMPLATES,
+    SYNTHETIC_CLASS_NAMES,
+    SYNTHETIC_UNSEEN_LABEL_IDS,
+    WORLD_CLASS_NAMES,
+    WORLD_UNSEEN_LABEL_IDS,
+    SyntheticShapes,
+)
 
 SETTINGS = ("inductive", "transductive", "fully_supervised")
 MODEL_TYPES = ("otseg", "zegot")
 CLIP_VIT_B16 = "openai/clip-vit-base-patch16"
+# checkpoints shipped with the package (the offline zero-shot world): the tiny CLIP and OTSeg trained on it
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+WORLD_CLIP_DIR = PRETRAINED_DIR / "world-clip"
+WORLD_OTSEG_DIR = PRETRAINED_DIR / "world-otseg"
 
 SYNTHETIC = DatasetSplit(
     name="synthetic",
@@ -35,6 +47,28 @@ SYNTHETIC = DatasetSplit(
     inference_window_stride=48,
     test_short_side=64,
 )
+
+# the offline zero-shot world (otseg_hf.synthetic.SyntheticShapes.world): 20 colour x shape classes, 5 unseen
+WORLD = DatasetSplit(
+    name="world",
+    class_names=tuple(WORLD_CLASS_NAMES),
+    unseen_label_ids=tuple(WORLD_UNSEEN_LABEL_IDS),
+    prompt_templates=tuple(OBJECT_TEMPLATES),
+    image_size=64,
+    inference_window_size=64,
+    inference_window_stride=48,
+    test_short_side=64,
+)
+GENERATED = {SYNTHETIC.name: SYNTHETIC, WORLD.name: WORLD}
+
+
+def generated_dataset(name: str, num_images: int, seed: int, image_size: int | None = None):
+    """A `datasets.Dataset` of the built-in generated data `name` ("synthetic" or "world"), images 0..n-1 of
+    `seed` (training uses seed 0, evaluation seed 1)."""
+    split = GENERATED[name]
+    size = image_size or split.image_size
+    world = SyntheticShapes.world(image_size=size) if name == WORLD.name else SyntheticShapes(image_size=size)
+    return world.to_dataset(num_images, seed=seed)
 
 
 @dataclass
@@ -94,8 +128,8 @@ class Recipe:
             raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {self.model_type!r}")
         if self.setting not in SETTINGS:
             raise ValueError(f"setting must be one of {SETTINGS}, got {self.setting!r}")
-        if self.dataset not in DATASETS and self.dataset != SYNTHETIC.name:
-            raise ValueError(f"dataset must be one of {[*DATASETS, SYNTHETIC.name]}, got {self.dataset!r}")
+        if self.dataset not in DATASETS and self.dataset not in GENERATED:
+            raise ValueError(f"dataset must be one of {[*DATASETS, *GENERATED]}, got {self.dataset!r}")
         for name in ("max_steps", "total_batch_size", "crop_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -106,7 +140,7 @@ class Recipe:
 
     @property
     def split(self) -> DatasetSplit:
-        return SYNTHETIC if self.dataset == SYNTHETIC.name else DATASETS[self.dataset]
+        return GENERATED.get(self.dataset) or DATASETS[self.dataset]
 
     @property
     def seen_label_ids(self) -> list[int] | None:
@@ -239,6 +273,8 @@ __all__ = [
     "RECIPES",
     "SETTINGS",
     "SYNTHETIC",
+    "WORLD",
+    "generated_dataset",
     "Recipe",
     "build_optimizer",
     "gradient_accumulation_steps",

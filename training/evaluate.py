@@ -27,8 +27,7 @@ from otseg_hf.data import load_dataset_split
 from otseg_hf.dataset_splits import DATASETS
 from otseg_hf.evaluation import EvaluationSet, evaluate_model
 from otseg_hf.hub import default_image_processor
-from otseg_hf.recipes import SYNTHETIC
-from otseg_hf.synthetic import SyntheticShapes
+from otseg_hf.recipes import GENERATED, generated_dataset
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -36,9 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", required=True, help="saved model folder (or Hub id)")
-    parser.add_argument(
-        "--dataset", choices=[*DATASETS, SYNTHETIC.name], help="vocabulary and zero-shot split"
-    )
+    parser.add_argument("--dataset", choices=[*DATASETS, *GENERATED], help="vocabulary and zero-shot split")
     parser.add_argument("--dataset-name", help="Hub id or save_to_disk folder (not needed for synthetic)")
     parser.add_argument("--dataset-config", help="configuration name of a Hub dataset")
     parser.add_argument("--split", default="validation", help="split to evaluate")
@@ -69,8 +66,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def load_data(args):
-    if args.dataset == SYNTHETIC.name and args.dataset_name is None:
-        return SyntheticShapes(image_size=SYNTHETIC.image_size).to_dataset(args.num_images, seed=1)
+    if args.dataset in GENERATED and args.dataset_name is None:
+        return generated_dataset(args.dataset, args.num_images, seed=1)
     if args.dataset_name is None:
         raise ValueError("--dataset-name is needed (a Hub id or a folder from training/convert_datasets.py)")
     return load_dataset_split(args.dataset_name, args.split, args.dataset_config)
@@ -83,7 +80,7 @@ def main(argv=None) -> dict:
     model = AutoModelForSemanticSegmentation.from_pretrained(args.model).to(accelerator.device).eval()
 
     # 1. vocabulary and split
-    split = SYNTHETIC if args.dataset == SYNTHETIC.name else DATASETS.get(args.dataset)
+    split = GENERATED.get(args.dataset) or DATASETS.get(args.dataset)
     class_names = args.class_names or (list(split.class_names) if split else list(model.config.class_names))
     unseen = args.unseen_label_ids
     if unseen is None:

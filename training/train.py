@@ -42,8 +42,14 @@ from otseg_hf import OTSegForSemanticSegmentation, ZegOTForSemanticSegmentation
 from otseg_hf.data import load_dataset_split
 from otseg_hf.evaluation import EvaluationSet, evaluate_model
 from otseg_hf.hub import default_image_processor, save_otseg_folder
-from otseg_hf.recipes import RECIPES, SETTINGS, build_optimizer, gradient_accumulation_steps
-from otseg_hf.synthetic import SyntheticShapes
+from otseg_hf.recipes import (
+    GENERATED,
+    RECIPES,
+    SETTINGS,
+    build_optimizer,
+    generated_dataset,
+    gradient_accumulation_steps,
+)
 from otseg_hf.transforms import training_transforms
 
 logger = logging.getLogger(__name__)
@@ -168,15 +174,13 @@ def collate(items):
 def load_split(args, split: str, recipe, streaming: bool = False):
     """A split of the user's dataset, or the synthetic one."""
     if args.dataset_name is None:
-        if recipe.dataset != "synthetic":
+        if recipe.dataset not in GENERATED:
             raise ValueError(
                 f"recipe {recipe.name} needs --dataset-name (e.g. a folder from convert_datasets.py)"
             )
-        world = SyntheticShapes(image_size=recipe.split.image_size)
         train = split == args.train_split
-        return world.to_dataset(
-            args.num_train_images if train else args.num_eval_images, seed=0 if train else 1
-        )
+        count = args.num_train_images if train else args.num_eval_images
+        return generated_dataset(recipe.dataset, count, seed=0 if train else 1, image_size=recipe.crop_size)
     data = load_dataset_split(args.dataset_name, split, args.dataset_config, streaming)
     if streaming:  # a shuffle buffer, reseeded per epoch by set_epoch
         data = data.shuffle(seed=args.seed, buffer_size=1000)
@@ -438,8 +442,8 @@ def main(argv=None) -> dict | None:
         eval_results = None
         if results is not None and unwrapped.config.seen_label_ids is not None:
             eval_results = {
-                "dataset_name": args.dataset_name or "synthetic shapes",
-                "dataset_type": args.dataset_name or "synthetic",
+                "dataset_name": args.dataset_name or f"otseg_hf {recipe.dataset} (generated)",
+                "dataset_type": args.dataset_name or recipe.dataset,
                 "dataset_split": args.eval_split,
                 **{
                     key: 100 * results[name]
