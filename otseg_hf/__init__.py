@@ -19,7 +19,11 @@ from .modeling_zegot import (
     ZegOTPromptLearner,
     ZegOTSemanticSegmenterOutput,
 )
-from .pipeline_otseg import OTSegImageSegmentationPipeline, OTSegZeroShotImageSegmentationPipeline
+from .pipeline_otseg import (
+    OTSegImageSegmentationPipeline,
+    OTSegZeroShotImageSegmentationPipeline,
+    route_image_segmentation,
+)
 from .processing_otseg import OTSegProcessor
 from .sinkhorn import log_sinkhorn
 
@@ -36,14 +40,19 @@ for _config, _model in (
     _model.register_for_auto_class("AutoModelForSemanticSegmentation")
 OTSegImageProcessor.register_for_auto_class("AutoImageProcessor")
 OTSegProcessor.register_for_auto_class("AutoProcessor")
-# a task transformers does not have; "image-segmentation" is left to transformers (saved folders name
-# OTSegImageSegmentationPipeline in config.custom_pipelines instead)
+# Pipelines. Saved folders name them in config.json (`custom_pipelines`) for trust_remote_code=True where otseg_hf
+# is not imported. Here they come from transformers' registry, as for its own models: the task transformers lacks,
+# and its "image-segmentation" routed to our class for OTSeg and ZegOT models only; the installed configs then leave
+# `custom_pipelines` out, so that pipeline() has no remote code to ask about.
 PIPELINE_REGISTRY.register_pipeline(
     "zero-shot-image-segmentation",
     pipeline_class=OTSegZeroShotImageSegmentationPipeline,
     pt_model=AutoModelForSemanticSegmentation,
     type="multimodal",
 )
+route_image_segmentation(PIPELINE_REGISTRY, model_types=(OTSegConfig.model_type, ZegOTConfig.model_type))
+for _config in (OTSegConfig, ZegOTConfig):
+    _config.pipelines_installed = True
 
 __version__ = "0.1.0"
 

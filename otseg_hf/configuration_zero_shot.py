@@ -98,7 +98,20 @@ def check_int(name: str, value, minimum: int) -> None:
 
 class ZeroShotSegmentationConfigMixin:
     """The label setting and the checks shared by `OTSegConfig` and `ZegOTConfig`. Both hold `clip_config`,
-    `id2label`, `seen_label_ids`, `transductive` and the Sinkhorn, loss and sliding-window fields."""
+    `id2label`, `seen_label_ids`, `transductive` and the Sinkhorn, loss and sliding-window fields.
+
+    A saved folder's config.json names its pipeline code in `custom_pipelines`, which transformers' `pipeline()`
+    runs only with `trust_remote_code=True`. `import otseg_hf` registers the installed pipelines and sets
+    `pipelines_installed` on the installed classes, which then leave that entry out: with otseg_hf imported a folder
+    loads like a native transformers model, while the copies loaded as remote code keep the entry.
+    """
+
+    pipelines_installed = False  # True on the classes of an imported otseg_hf, never on remote-code copies
+
+    def __init__(self, **kwargs):
+        if self.pipelines_installed:
+            kwargs.pop("custom_pipelines", None)
+        super().__init__(**kwargs)
 
     @property
     def class_names(self) -> list[str]:

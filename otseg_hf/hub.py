@@ -4,8 +4,8 @@ card, and their upload.
     otseg-export MODEL_DIR OUT_DIR [--eval-results results.json] [--push-to-hub user/repo]
     (or: python -m otseg_hf.hub ...)
 
-The folder loads back with `pipeline("image-segmentation" | "zero-shot-image-segmentation", model=OUT_DIR,
-trust_remote_code=True)`, with or without `otseg_hf` installed.
+The folder loads back with `pipeline("image-segmentation" | "zero-shot-image-segmentation", model=OUT_DIR)` where
+`otseg_hf` is imported, and with `trust_remote_code=True` (the folder's own code) where it is not.
 """
 
 from __future__ import annotations

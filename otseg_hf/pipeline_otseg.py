@@ -5,19 +5,20 @@ any vocabulary given at call time. Both return transformers' segmentation format
 Each image is resized by the image processor (not padded), segmented with sliding windows (spec section 7),
 calibrated (seen-class penalty for the seen classes of inductive models) and resized back to its own size.
 
-Loading:
-- a saved folder names these classes in `config.custom_pipelines`, so `pipeline(task, model=folder,
-  trust_remote_code=True)` loads them from the folder, with or without otseg_hf installed (this file uses only
-  relative imports for that reason). transformers refuses such a folder without `trust_remote_code=True`
-  unless the class is given: with otseg_hf installed, `pipeline(task, model=folder,
-  pipeline_class=OTSegImageSegmentationPipeline)` (or `OTSegZeroShotImageSegmentationPipeline`) uses the
-  installed code;
-- `import otseg_hf` registers the "zero-shot-image-segmentation" task, so `pipeline("zero-shot-image-segmentation",
-  model=model, processor=processor)` works on loaded objects.
+Loading a saved folder (`save_pipeline_folder`, `otseg_hf.hub.save_otseg_folder`):
+- with otseg_hf imported, `pipeline(task, model=folder)` builds these classes like a native transformers model:
+  `import otseg_hf` registers "zero-shot-image-segmentation" and routes transformers' "image-segmentation" to
+  `OTSegImageSegmentationPipeline` for OTSeg and ZegOT models (`route_image_segmentation`; other models keep
+  transformers' pipeline), and the installed config classes leave out the folder's `custom_pipelines`, so
+  transformers does not ask for `trust_remote_code`. The same holds for models in memory (`model=model`);
+- without otseg_hf (e.g. straight from the Hub), `pipeline(task, model=folder, trust_remote_code=True)` runs the
+  folder's copy of this code, named in `config.json` (`custom_pipelines`). This file uses only relative imports
+  for that reason.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from collections import OrderedDict
@@ -160,8 +161,9 @@ class OTSegImageSegmentationPipeline(Pipeline):
 
     # -- saving -----------------------------------------------------------------------------------------
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs):
-        """Save a folder that loads back with `pipeline(task, model=folder, trust_remote_code=True)`: model,
-        image processor, tokenizer and processor when there is one, and this code."""
+        """Save a folder that loads back with `pipeline(task, model=folder)` (with otseg_hf imported, else with
+        `trust_remote_code=True`): model, image processor, tokenizer and processor when there is one, and this
+        code."""
         save_pipeline_folder(
             save_directory,
             self.model,
@@ -258,6 +260,47 @@ class OTSegZeroShotImageSegmentationPipeline(OTSegImageSegmentationPipeline):
         return torch.stack(rows)
 
 
+def route_image_segmentation(registry, model_types: tuple[str, ...]) -> None:
+    """Make transformers' "image-segmentation" task build an `OTSegImageSegmentationPipeline` for models whose
+    `config.model_type` is in `model_types`, and for every other model exactly what it built before.
+
+    `registry` is transformers' `PIPELINE_REGISTRY`, which picks a pipeline class by task name only. The task's
+    entry keeps its model classes and default model; its class becomes a subclass of the one registered before
+    (transformers' `ImageSegmentationPipeline`) whose `__new__` builds the pipeline for the model it is given.
+    `pipeline()` reads the loading flags (`_load_tokenizer`...) from that subclass before it builds the pipeline,
+    and they are the previous class's but one: no video processor is loaded. Transformers' segmentation pipeline
+    never reads one, and for a folder with its own image-processor code (ours) transformers would infer a remote
+    video processor from it and ask whether to run it. Routing twice is a no-op.
+    """
+    entry = registry.supported_tasks["image-segmentation"]
+    previous = _resolve_pipeline_class(entry["impl"])
+    if getattr(previous, "routed_model_types", None) == model_types:
+        return
+
+    class ImageSegmentationRouter(previous):
+        """The "image-segmentation" class of transformers' `pipeline()` once otseg_hf is imported: builds an
+        `OTSegImageSegmentationPipeline` or the class registered before (see `route_image_segmentation`)."""
+
+        routed_model_types = model_types
+        _load_video_processor = False
+
+        def __new__(cls, *args, **kwargs):
+            model = kwargs["model"] if "model" in kwargs else args[0]
+            routed = getattr(getattr(model, "config", None), "model_type", None) in model_types
+            # neither class is cls or a subclass of it, so Python does not call __init__ on the result again
+            return (OTSegImageSegmentationPipeline if routed else previous)(*args, **kwargs)
+
+    registry.supported_tasks["image-segmentation"] = {**entry, "impl": ImageSegmentationRouter}
+
+
+def _resolve_pipeline_class(impl) -> type[Pipeline]:
+    """A registry entry's `impl`: a class, or the dotted path transformers registers its own tasks with."""
+    if isinstance(impl, str):
+        module, name = impl.rsplit(".", 1)
+        return getattr(importlib.import_module(module), name)
+    return impl
+
+
 def _check_batch_size(batch_size) -> None:
     if batch_size not in (None, 1):
         raise ValueError(
@@ -277,8 +320,8 @@ def save_pipeline_folder(
     tokenizer is given; its templates are the model's `config.tokenizer_templates`), the pipeline code, and
     `custom_pipelines` in config.json. The model is an OTSeg or a ZegOT model."""
     os.makedirs(save_directory, exist_ok=True)
-    # a config loaded through pipeline() holds custom_pipelines with classes in it (transformers resolves them
-    # in place), which JSON cannot hold: leave it out while saving and write the canonical entry below
+    # a remote-code config loaded through pipeline() holds custom_pipelines with classes in it (transformers
+    # resolves them in place), which JSON cannot hold: leave it out while saving and write the canonical entry below
     loaded = vars(model.config).pop("custom_pipelines", None)
     try:
         model.save_pretrained(save_directory, **kwargs)
@@ -303,5 +346,6 @@ __all__ = [
     "OTSegImageSegmentationPipeline",
     "OTSegZeroShotImageSegmentationPipeline",
     "otseg_custom_pipelines",
+    "route_image_segmentation",
     "save_pipeline_folder",
 ]

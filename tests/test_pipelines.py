@@ -15,15 +15,23 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import CLASS_NAMES, SEEN_LABEL_IDS, TINY_OVERRIDES
-from transformers import pipeline
+from transformers import (
+    AutoConfig,
+    SegformerConfig,
+    SegformerForSemanticSegmentation,
+    SegformerImageProcessorPil,
+    pipeline,
+)
+from transformers.pipelines import PIPELINE_REGISTRY, ImageSegmentationPipeline
 
 from otseg_hf import (
+    OTSegConfig,
     OTSegForSemanticSegmentation,
     OTSegImageProcessor,
     OTSegImageSegmentationPipeline,
     OTSegZeroShotImageSegmentationPipeline,
 )
-from otseg_hf.pipeline_otseg import save_pipeline_folder
+from otseg_hf.pipeline_otseg import otseg_custom_pipelines, route_image_segmentation, save_pipeline_folder
 
 MEAN = np.array([0.485, 0.456, 0.406])
 STD = np.array([0.229, 0.224, 0.225])
@@ -104,10 +112,24 @@ def check_format(segments: list[dict], size: tuple[int, int]):
 # ----------------------------------------------------------------------------------------------------
 # image-segmentation
 # ----------------------------------------------------------------------------------------------------
-def test_image_segmentation_matches_the_reference(folder, model, square_image):
-    segmenter = pipeline(
-        "image-segmentation", model=str(folder), pipeline_class=OTSegImageSegmentationPipeline
-    )
+@pytest.mark.parametrize(
+    "source, load_kwargs",
+    [
+        ("folder", {}),  # plain: otseg_hf is imported, as for a native transformers model
+        ("folder", {"trust_remote_code": True}),  # transformers prefers the imported classes
+        ("folder", {"pipeline_class": OTSegImageSegmentationPipeline}),
+        ("model", {}),
+    ],
+    ids=["folder", "folder-trust_remote_code", "folder-pipeline_class", "model-in-memory"],
+)
+def test_image_segmentation_matches_the_reference(
+    source, load_kwargs, folder, model, image_processor, square_image
+):
+    if source == "folder":
+        segmenter = pipeline("image-segmentation", model=str(folder), **load_kwargs)
+    else:
+        segmenter = pipeline("image-segmentation", model=model, image_processor=image_processor)
+    assert type(segmenter) is OTSegImageSegmentationPipeline
     segments = segmenter(PIL.Image.fromarray(square_image))
     check_format(segments, (32, 32))
     probabilities = reference_probabilities(model, square_image)
@@ -121,9 +143,7 @@ def test_image_segmentation_matches_the_reference(folder, model, square_image):
 
 
 def test_image_segmentation_of_other_sizes_and_batches(folder):
-    segmenter = pipeline(
-        "image-segmentation", model=str(folder), pipeline_class=OTSegImageSegmentationPipeline
-    )
+    segmenter = pipeline("image-segmentation", model=str(folder))
     rng = np.random.default_rng(1)
     wide = rng.integers(0, 256, size=(24, 70, 3), dtype=np.uint8)  # resized to 32x93: 3 windows
     tall = rng.integers(0, 256, size=(45, 9, 3), dtype=np.uint8)
@@ -138,20 +158,78 @@ def test_image_segmentation_of_other_sizes_and_batches(folder):
         segmenter([wide, tall], batch_size=2)
 
 
-def test_loading_a_folder_needs_remote_code_or_the_class(folder):
-    with pytest.raises(ValueError, match="trust_remote_code"):
-        pipeline("image-segmentation", model=str(folder))
+def test_installed_config_leaves_custom_pipelines_out(folder, model, tmp_path):
+    """config.json names the pipelines for remote code; the imported classes leave the entry out, so pipeline()
+    resolves the tasks through its registry (no trust_remote_code) and a plain save writes no dangling entry."""
+    assert json.loads((folder / "config.json").read_text())["custom_pipelines"] == otseg_custom_pipelines()
+    config = AutoConfig.from_pretrained(folder)
+    assert type(config) is OTSegConfig and config.pipelines_installed
+    assert not hasattr(config, "custom_pipelines") and "custom_pipelines" not in config.to_dict()
+    assert "custom_pipelines" not in json.loads(config.to_json_string(use_diff=False))
+    assert "custom_pipelines" not in OTSegConfig(custom_pipelines=otseg_custom_pipelines()).to_dict()
+    OTSegForSemanticSegmentation.from_pretrained(folder).save_pretrained(tmp_path)
+    assert not (tmp_path / "pipeline_otseg.py").exists()  # a model alone has no pipeline code to name
+    saved = json.loads((folder / "config.json").read_text())
+    del saved["custom_pipelines"]
+    assert json.loads((tmp_path / "config.json").read_text()) == saved
+    assert AutoConfig.from_pretrained(tmp_path).to_diff_dict() == config.to_diff_dict()
+
+
+def test_both_tasks_build_the_installed_pipelines(folder, monkeypatch):
+    questions = []  # transformers asks before it runs a folder's code (e.g. a video processor it infers)
+    monkeypatch.setattr("builtins.input", lambda prompt="": questions.append(prompt) or "n")
+    for task, pipeline_class in [
+        ("image-segmentation", OTSegImageSegmentationPipeline),
+        ("zero-shot-image-segmentation", OTSegZeroShotImageSegmentationPipeline),
+    ]:
+        for load_kwargs in ({}, {"trust_remote_code": True}):
+            segmenter = pipeline(task, model=str(folder), **load_kwargs)
+            assert type(segmenter) is pipeline_class
+            assert type(segmenter.model) is OTSegForSemanticSegmentation
+            assert type(segmenter.image_processor) is OTSegImageProcessor
+    assert questions == []
+
+
+def test_image_segmentation_of_other_models_is_transformers_own(tmp_path):
+    """The routed "image-segmentation" builds exactly transformers' pipeline for any other model."""
+    entry = PIPELINE_REGISTRY.supported_tasks["image-segmentation"]
+    assert entry["impl"].__mro__[1] is ImageSegmentationPipeline
+    route_image_segmentation(PIPELINE_REGISTRY, model_types=("otseg", "zegot"))  # routing again: a no-op
+    assert PIPELINE_REGISTRY.supported_tasks["image-segmentation"]["impl"] is entry["impl"]
+    assert entry["default"]["model"][0] == "facebook/detr-resnet-50-panoptic"
+
+    torch.manual_seed(0)
+    config = SegformerConfig(
+        num_encoder_blocks=2,
+        depths=[1, 1],
+        sr_ratios=[2, 1],
+        hidden_sizes=[8, 16],
+        num_attention_heads=[1, 1],
+        decoder_hidden_size=16,
+        id2label={0: "sky", 1: "grass", 2: "road"},
+    )
+    segformer = SegformerForSemanticSegmentation(config).eval()
+    image_processor = SegformerImageProcessorPil(size={"height": 32, "width": 32})
+    segformer.save_pretrained(tmp_path)
+    image_processor.save_pretrained(tmp_path)
+    image = PIL.Image.fromarray(np.random.default_rng(4).integers(0, 256, size=(24, 40, 3), dtype=np.uint8))
+    expected = summary(ImageSegmentationPipeline(model=segformer, image_processor=image_processor)(image))
+    assert {s["label"] for s in expected} == {"sky", "grass", "road"} and expected[0]["score"] is None
+    for segmenter in (
+        pipeline("image-segmentation", model=str(tmp_path)),
+        pipeline("image-segmentation", model=segformer, image_processor=image_processor),
+    ):
+        assert type(segmenter) is ImageSegmentationPipeline
+        assert summary(segmenter(image)) == expected
 
 
 def test_saved_pipeline_loads_back(folder, square_image, tmp_path):
-    segmenter = pipeline(
-        "image-segmentation", model=str(folder), pipeline_class=OTSegImageSegmentationPipeline
-    )
+    segmenter = pipeline("image-segmentation", model=str(folder))
     segmenter.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
-    assert set(config["custom_pipelines"]) == {"image-segmentation", "zero-shot-image-segmentation"}
+    assert config["custom_pipelines"] == otseg_custom_pipelines()
     assert (tmp_path / "pipeline_otseg.py").is_file() and (tmp_path / "inference.py").is_file()
-    again = pipeline("image-segmentation", model=str(tmp_path), pipeline_class=OTSegImageSegmentationPipeline)
+    again = pipeline("image-segmentation", model=str(tmp_path))
     first, second = segmenter(square_image), again(square_image)
     assert [(s["label"], s["score"]) for s in first] == [(s["label"], s["score"]) for s in second]
 
@@ -159,29 +237,36 @@ def test_saved_pipeline_loads_back(folder, square_image, tmp_path):
 # ----------------------------------------------------------------------------------------------------
 # zero-shot-image-segmentation
 # ----------------------------------------------------------------------------------------------------
-def test_zero_shot_calibrates_only_seen_training_classes(model, image_processor, tokenizer, square_image):
+@pytest.mark.parametrize("source", ["model", "folder"])
+def test_zero_shot_calibrates_only_seen_training_classes(
+    source, folder, model, image_processor, tokenizer, square_image
+):
     """'red circle' was a seen class (penalised), 'yellow star' an unseen one and 'cat' a new one (not)."""
-    segmenter = pipeline(
-        "zero-shot-image-segmentation", model=model, image_processor=image_processor, tokenizer=tokenizer
-    )
-    assert isinstance(segmenter, OTSegZeroShotImageSegmentationPipeline)  # the task registered by otseg_hf
+    if source == "model":
+        segmenter = pipeline(
+            "zero-shot-image-segmentation", model=model, image_processor=image_processor, tokenizer=tokenizer
+        )
+    else:  # plain: the folder's tokenizer and processor come with it
+        segmenter = pipeline("zero-shot-image-segmentation", model=str(folder))
+    assert type(segmenter) is OTSegZeroShotImageSegmentationPipeline  # the task registered by otseg_hf
     labels = ["cat", "red circle", "yellow star"]
     segments = segmenter(square_image, candidate_labels=labels)
     check_format(segments, (32, 32))
     prompts = [template.format("cat") for template in model.config.prompt_templates]
     tokens = tokenizer(prompts, padding=True, return_tensors="pt")
-    cat = model.get_text_embeddings(tokens["input_ids"], tokens["attention_mask"])
+    with torch.no_grad():
+        cat = model.get_text_embeddings(tokens["input_ids"], tokens["attention_mask"])
     text_embeds = torch.cat([cat, model.class_text_embeds[[0, 3]]])
     probabilities = reference_probabilities(model, square_image, text_embeds)
     np.testing.assert_array_equal(label_map(segments, labels), calibrated_argmax(probabilities, [1]))
+    for segment in segments:
+        mask = torch.from_numpy(np.asarray(segment["mask"]) > 0)
+        expected = float(probabilities[labels.index(segment["label"])][mask].mean())
+        assert segment["score"] == pytest.approx(expected, rel=1e-5)
 
 
 def test_zero_shot_batches_and_embeds_the_labels_once(folder, square_image, monkeypatch):
-    segmenter = pipeline(
-        "zero-shot-image-segmentation",
-        model=str(folder),
-        pipeline_class=OTSegZeroShotImageSegmentationPipeline,
-    )
+    segmenter = pipeline("zero-shot-image-segmentation", model=str(folder))
     calls = []
     original = segmenter.model.get_text_embeddings
     monkeypatch.setattr(
@@ -221,21 +306,17 @@ def test_zero_shot_without_calibration_for_transductive_models(
     ],
 )
 def test_zero_shot_bad_labels_raise(folder, square_image, labels, message):
-    segmenter = pipeline(
-        "zero-shot-image-segmentation",
-        model=str(folder),
-        pipeline_class=OTSegZeroShotImageSegmentationPipeline,
-    )
+    segmenter = pipeline("zero-shot-image-segmentation", model=str(folder))
     with pytest.raises(ValueError, match=message):
         segmenter(square_image, candidate_labels=labels)
 
 
 def test_folder_without_tokenizer(folder_without_tokenizer, model, square_image):
-    segmenter = pipeline(
-        "zero-shot-image-segmentation",
-        model=str(folder_without_tokenizer),
-        pipeline_class=OTSegZeroShotImageSegmentationPipeline,
-    )
+    own_classes = pipeline("image-segmentation", model=str(folder_without_tokenizer))
+    assert type(own_classes) is OTSegImageSegmentationPipeline and own_classes.tokenizer is None
+    expected = calibrated_argmax(reference_probabilities(model, square_image), SEEN_LABEL_IDS)
+    np.testing.assert_array_equal(label_map(own_classes(square_image), CLASS_NAMES), expected)
+    segmenter = pipeline("zero-shot-image-segmentation", model=str(folder_without_tokenizer))
     with pytest.raises(ValueError, match="no tokenizer.*'cat'"):
         segmenter(square_image, candidate_labels=["red circle", "cat"])
     labels = ["yellow star", "red circle"]  # the model's own classes need no tokenizer
@@ -268,13 +349,20 @@ REMOTE_SCRIPT = textwrap.dedent(
             for s in segments
         ]
 
+    try:
+        pipeline("image-segmentation", model=folder)
+        refused = None
+    except ValueError as error:
+        refused = str(error)
     seg = pipeline("image-segmentation", model=folder, trust_remote_code=True)
     zs = pipeline("zero-shot-image-segmentation", model=folder, trust_remote_code=True)
     result = {
+        "refused": refused,
         "image-segmentation": summary(seg(image_path)),
         "zero-shot": summary(zs(image_path, candidate_labels=["cat", "red circle"])),
         "modules": [type(seg).__module__, type(zs).__module__, type(seg.model).__module__,
                     type(seg.image_processor).__module__, type(zs.processor).__module__],
+        "custom_pipelines": sorted(seg.model.config.custom_pipelines),
         "otseg_hf_imported": any(name.split(".")[0] == "otseg_hf" for name in sys.modules),
     }
     json.dump(result, open(out, "w"))
@@ -294,6 +382,8 @@ def summary(segments):
 
 
 def test_remote_code_without_otseg_hf(folder, tmp_path):
+    """A fresh interpreter without otseg_hf: refused without trust_remote_code, the folder's own code with it, and
+    the same segments as the plain pipelines here, where otseg_hf is imported."""
     image_path = tmp_path / "image.png"
     PIL.Image.fromarray(np.random.default_rng(3).integers(0, 256, size=(24, 40, 3), dtype=np.uint8)).save(
         image_path
@@ -306,6 +396,7 @@ def test_remote_code_without_otseg_hf(folder, tmp_path):
         [sys.executable, str(script), str(folder), str(image_path), str(out)],
         cwd=tmp_path,
         env=env,
+        stdin=subprocess.DEVNULL,  # transformers' question "run the custom code?" gets no answer: refused
         capture_output=True,
         text=True,
         timeout=300,
@@ -313,20 +404,15 @@ def test_remote_code_without_otseg_hf(folder, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     remote = json.loads(out.read_text())
     assert not remote["otseg_hf_imported"]
+    assert "trust_remote_code=True" in remote["refused"]
     assert all(module.startswith("transformers_modules.") for module in remote["modules"])
+    assert remote["custom_pipelines"] == ["image-segmentation", "zero-shot-image-segmentation"]
 
-    installed_seg = pipeline(
-        "image-segmentation", model=str(folder), pipeline_class=OTSegImageSegmentationPipeline
-    )
-    installed_zs = pipeline(
-        "zero-shot-image-segmentation",
-        model=str(folder),
-        pipeline_class=OTSegZeroShotImageSegmentationPipeline,
-    )
+    installed_seg = pipeline("image-segmentation", model=str(folder))
+    installed_zs = pipeline("zero-shot-image-segmentation", model=str(folder))
+    assert type(installed_seg).__module__ == type(installed_zs).__module__ == "otseg_hf.pipeline_otseg"
     for key, expected in [
         ("image-segmentation", summary(installed_seg(str(image_path)))),
         ("zero-shot", summary(installed_zs(str(image_path), candidate_labels=["cat", "red circle"]))),
     ]:
-        got = remote[key]
-        assert [(s["label"], s["mask"]) for s in got] == [(s["label"], s["mask"]) for s in expected]
-        assert [s["score"] for s in got] == pytest.approx([s["score"] for s in expected], rel=1e-6)
+        assert remote[key] == expected, key  # the same code on the same weights: equal to the last bit

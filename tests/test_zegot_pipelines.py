@@ -226,18 +226,29 @@ def test_auto_classes_load_the_folder(folder, model, tokenizer):
         torch.testing.assert_close(from_ids.logits, reference(pixel_values).logits, rtol=0, atol=1e-5)
 
 
-def test_loading_a_folder_needs_remote_code_or_the_class(folder):
-    with pytest.raises(ValueError, match="trust_remote_code"):
-        pipeline("image-segmentation", model=str(folder))
+def test_plain_pipelines_build_the_installed_classes(folder):
+    """With otseg_hf imported a folder loads like a native model: no trust_remote_code, no pipeline_class."""
+    config = AutoConfig.from_pretrained(folder)
+    assert type(config) is ZegOTConfig and not hasattr(config, "custom_pipelines")
+    for task, pipeline_class in [
+        ("image-segmentation", OTSegImageSegmentationPipeline),
+        ("zero-shot-image-segmentation", OTSegZeroShotImageSegmentationPipeline),
+    ]:
+        for load_kwargs in ({}, {"trust_remote_code": True}):  # transformers prefers the imported classes
+            segmenter = pipeline(task, model=str(folder), **load_kwargs)
+            assert type(segmenter) is pipeline_class and type(segmenter.model) is ZegOTForSemanticSegmentation
 
 
 # ----------------------------------------------------------------------------------------------------
 # pipelines, installed
 # ----------------------------------------------------------------------------------------------------
-def test_image_segmentation_matches_the_reference(folder, model, square_image):
-    segmenter = pipeline(
-        "image-segmentation", model=str(folder), pipeline_class=OTSegImageSegmentationPipeline
-    )
+@pytest.mark.parametrize("source", ["folder", "model"])
+def test_image_segmentation_matches_the_reference(source, folder, model, image_processor, square_image):
+    if source == "folder":
+        segmenter = pipeline("image-segmentation", model=str(folder))
+    else:
+        segmenter = pipeline("image-segmentation", model=model, image_processor=image_processor)
+    assert type(segmenter) is OTSegImageSegmentationPipeline  # not transformers' own segmentation pipeline
     assert type(segmenter.model) is ZegOTForSemanticSegmentation
     segments = segmenter(PIL.Image.fromarray(square_image))
     probabilities = reference_probabilities(model, square_image)
@@ -251,11 +262,8 @@ def test_image_segmentation_matches_the_reference(folder, model, square_image):
 
 
 def test_zero_shot_from_the_folder(folder, model, tokenizer, square_image):
-    segmenter = pipeline(
-        "zero-shot-image-segmentation",
-        model=str(folder),
-        pipeline_class=OTSegZeroShotImageSegmentationPipeline,
-    )
+    segmenter = pipeline("zero-shot-image-segmentation", model=str(folder))
+    assert type(segmenter) is OTSegZeroShotImageSegmentationPipeline
     labels = ["cat", "red circle", "yellow star"]  # new, seen in training (penalised), unseen (not)
     segments = segmenter(square_image, candidate_labels=labels)
     probabilities = reference_probabilities(model, square_image, labels, tokenizer)
@@ -280,11 +288,7 @@ def test_zero_shot_task_on_loaded_objects(model, image_processor, tokenizer, squ
 def test_folder_without_tokenizer(model, image_processor, square_image, tmp_path):
     save_pipeline_folder(tmp_path, model, image_processor)
     assert not (tmp_path / "processor_config.json").exists()
-    segmenter = pipeline(
-        "zero-shot-image-segmentation",
-        model=str(tmp_path),
-        pipeline_class=OTSegZeroShotImageSegmentationPipeline,
-    )
+    segmenter = pipeline("zero-shot-image-segmentation", model=str(tmp_path))
     with pytest.raises(ValueError, match="no tokenizer.*'cat'"):
         segmenter(square_image, candidate_labels=["red circle", "cat"])
     labels = ["yellow star", "red circle"]  # the model's own classes need no tokenizer
@@ -341,10 +345,16 @@ REMOTE_SCRIPT = textwrap.dedent(
             for s in segments
         ]
 
+    try:
+        pipeline("zero-shot-image-segmentation", model=folder)
+        refused = None
+    except ValueError as error:
+        refused = str(error)
     seg = pipeline("image-segmentation", model=folder, trust_remote_code=True)
     zs = pipeline("zero-shot-image-segmentation", model=folder, trust_remote_code=True)
     auto = AutoModelForSemanticSegmentation.from_pretrained(folder, trust_remote_code=True)
     result = {
+        "refused": refused,
         "image-segmentation": summary(seg(image_path)),
         "zero-shot": summary(zs(image_path, candidate_labels=["cat", "red circle"])),
         "classes": [type(seg.model).__name__, type(auto).__name__],
@@ -359,6 +369,8 @@ REMOTE_SCRIPT = textwrap.dedent(
 
 
 def test_remote_code_without_otseg_hf(folder, model, tmp_path):
+    """A fresh interpreter without otseg_hf: refused without trust_remote_code, the folder's own code with it, and
+    the same segments as the plain pipelines here, where otseg_hf is imported."""
     image_path = tmp_path / "image.png"
     PIL.Image.fromarray(np.random.default_rng(3).integers(0, 256, size=(24, 40, 3), dtype=np.uint8)).save(
         image_path
@@ -371,6 +383,7 @@ def test_remote_code_without_otseg_hf(folder, model, tmp_path):
         [sys.executable, str(script), str(folder), str(image_path), str(out)],
         cwd=tmp_path,
         env=env,
+        stdin=subprocess.DEVNULL,  # transformers' question "run the custom code?" gets no answer: refused
         capture_output=True,
         text=True,
         timeout=300,
@@ -378,25 +391,19 @@ def test_remote_code_without_otseg_hf(folder, model, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     remote = json.loads(out.read_text())
     assert not remote["otseg_hf_imported"]
+    assert "trust_remote_code=True" in remote["refused"]
     assert all(module.startswith("transformers_modules.") for module in remote["modules"])
     assert remote["classes"] == ["ZegOTForSemanticSegmentation"] * 2
     assert remote["trainable"] == sorted(n for n, p in model.named_parameters() if p.requires_grad)
 
-    installed_seg = pipeline(
-        "image-segmentation", model=str(folder), pipeline_class=OTSegImageSegmentationPipeline
-    )
-    installed_zs = pipeline(
-        "zero-shot-image-segmentation",
-        model=str(folder),
-        pipeline_class=OTSegZeroShotImageSegmentationPipeline,
-    )
+    installed_seg = pipeline("image-segmentation", model=str(folder))
+    installed_zs = pipeline("zero-shot-image-segmentation", model=str(folder))
+    assert type(installed_seg).__module__ == type(installed_zs).__module__ == "otseg_hf.pipeline_otseg"
     for key, expected in [
         ("image-segmentation", summary(installed_seg(str(image_path)))),
         ("zero-shot", summary(installed_zs(str(image_path), candidate_labels=["cat", "red circle"]))),
     ]:
-        got = remote[key]
-        assert [(s["label"], s["mask"]) for s in got] == [(s["label"], s["mask"]) for s in expected]
-        assert [s["score"] for s in got] == pytest.approx([s["score"] for s in expected], rel=1e-6)
+        assert remote[key] == expected, key  # the same code on the same weights: equal to the last bit
 
 
 # ----------------------------------------------------------------------------------------------------
