@@ -198,6 +198,24 @@ RECIPES["otseg-synthetic-inductive"] = Recipe(
         inference_window_stride=48,
     ),
 )  # fmt: skip
+# Offline zero-shot world: OTSeg on the shipped tiny world CLIP, seen classes only (CPU, minutes).
+RECIPES["otseg-world-inductive"] = Recipe(
+    name="otseg-world-inductive",
+    model_type="otseg",
+    dataset="world",
+    setting="inductive",
+    clip=str(WORLD_CLIP_DIR),
+    max_steps=300,
+    learning_rate=1e-4,
+    warmup_steps=30,
+    crop_size=64,
+    rescale_scale=(128, 64),
+    ratio_range=(0.75, 1.5),
+    model_overrides=dict(
+        num_visual_prompts=4, visual_prompt_depth=3, decoder_ffn_dim=256, inference_window_size=64,
+        inference_window_stride=48,
+    ),
+)  # fmt: skip
 RECIPES["zegot-synthetic-inductive"] = RECIPES["otseg-synthetic-inductive"].replace(
     name="zegot-synthetic-inductive",
     model_type="zegot",
