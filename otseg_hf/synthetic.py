@@ -48,6 +48,8 @@ COLOURS = {
     "yellow": (235, 215, 40),
     "purple": (150, 50, 200),
     "orange": (245, 140, 20),
+    "pink": (240, 110, 180),
+    "cyan": (40, 200, 210),
     "white": (245, 245, 245),
     "black": (20, 20, 20),
 }
@@ -75,6 +77,12 @@ WORLD_CLASS_NAMES = tuple(f"{colour} {shape}" for colour in WORLD_COLOURS for sh
 # one unseen class per colour; every colour keeps 3 seen shapes and every shape >= 3 seen colours
 WORLD_UNSEEN_CLASS_NAMES = ("red star", "green circle", "blue triangle", "yellow square", "purple triangle")
 WORLD_UNSEEN_LABEL_IDS = tuple(WORLD_CLASS_NAMES.index(name) for name in WORLD_UNSEEN_CLASS_NAMES)
+# colours that only pretraining shows, in every shape, so that shapes are learnt across many fills;
+# the world's classes come first, so WORLD_UNSEEN_LABEL_IDS hold for this vocabulary too
+PRETRAINING_EXTRA_COLOURS = ("orange", "pink", "cyan")
+PRETRAINING_CLASS_NAMES = WORLD_CLASS_NAMES + tuple(
+    f"{colour} {shape}" for colour in PRETRAINING_EXTRA_COLOURS for shape in SHAPES
+)
 
 # caption language: OTSeg's prompt templates (VOC's six and Context's two more) describe one object;
 # scenes list their visible objects, and sometimes the background
@@ -237,6 +245,8 @@ class SyntheticShapes:
         ignore_index: label of the background pixels.
         textures: textures drawn (uniformly) for coloured shapes; see `TEXTURES`.
         backgrounds: background kinds drawn (uniformly) for images; see `BACKGROUNDS`.
+        center_margin: keeps each centre this many radii off the image's borders (0: anywhere in the
+            image, so shapes are often cut off; 1: circles stay whole).
 
     With one texture and one background (the defaults: solid shapes on noise) nothing is drawn to
     choose them, so the images are those of earlier versions of this generator.
@@ -252,6 +262,7 @@ class SyntheticShapes:
         ignore_index: int = 255,
         textures: Sequence[str] = ("solid",),
         backgrounds: Sequence[str] = ("noise",),
+        center_margin: float = 0.0,
     ):
         self.class_names = list(class_names)
         self.styles = [parse_class_name(name) for name in self.class_names]
@@ -277,7 +288,13 @@ class SyntheticShapes:
         ):
             if not values or any(value not in known for value in values) or len(set(values)) != len(values):
                 raise ValueError(f"{name} must be distinct values among {list(known)}, got {list(values)}")
+        if not 0 <= center_margin * radius_range[1] < 0.5:
+            raise ValueError(
+                f"center_margin must be >= 0 and leave room for centres (margin * max radius < 0.5 of the "
+                f"shorter side), got {center_margin} with radius_range {radius_range}"
+            )
         self.shapes_per_image = shapes_per_image
+        self.center_margin = center_margin
         self.radius_range = radius_range
         self.ignore_index = ignore_index
         self.textures = tuple(textures)
@@ -286,7 +303,8 @@ class SyntheticShapes:
     @classmethod
     def world(cls, image_size: int | tuple[int, int] = 64, **kwargs) -> SyntheticShapes:
         """The zero-shot world: `WORLD_CLASS_NAMES` (20) with `WORLD_UNSEEN_CLASS_NAMES` (5) unseen, 1 to 3
-        shapes of radius 0.16..0.32 per image, every texture and every background. `kwargs` override."""
+        shapes of radius 0.16..0.32 per image, centres 0.6 radii off the borders, every texture and
+        every background. `kwargs` override."""
         settings = dict(
             class_names=WORLD_CLASS_NAMES,
             unseen_label_ids=WORLD_UNSEEN_LABEL_IDS,
@@ -295,6 +313,7 @@ class SyntheticShapes:
             radius_range=(0.16, 0.32),
             textures=TEXTURES,
             backgrounds=BACKGROUNDS,
+            center_margin=0.6,
         )
         return cls(**{**settings, **kwargs})
 
@@ -334,7 +353,8 @@ class SyntheticShapes:
             label_id = choices[int(rng.integers(len(choices)))]
             fraction = rng.uniform(*self.radius_range)
             radius = fraction * short_side
-            center = (rng.uniform(0, height), rng.uniform(0, width))
+            margin = self.center_margin * radius
+            center = (rng.uniform(margin, height - margin), rng.uniform(margin, width - margin))
             texture = _pick(self.textures, rng)
             style, shape = self.styles[label_id]
             mask = shape_mask(shape, height, width, center, radius)
@@ -498,6 +518,8 @@ __all__ = [
     "CAPTION_WORDS",
     "COLOURS",
     "OBJECT_TEMPLATES",
+    "PRETRAINING_CLASS_NAMES",
+    "PRETRAINING_EXTRA_COLOURS",
     "PATTERNS",
     "SHAPES",
     "SIZES",
