@@ -1,14 +1,18 @@
-"""Pretrain a tiny CLIP on the zero-shot world's scene-caption pairs; scenes show seen classes only.
+"""Pretrain a tiny CLIP on the zero-shot world's captioned scenes.
 
     accelerate launch training/pretrain_clip.py --output-dir runs/world-clip --seed 0
 
-The world (`otseg_hf.synthetic.SyntheticShapes.world()`) has 20 classes "<colour> <shape>"; the 5
-unseen ones never appear in training, in images or in words. The model learns from a scene-caption
-InfoNCE loss and a patch-phrase loss (see `otseg_hf.world`), on fresh scenes every step. At the end
-it is evaluated zero-shot among all 20 class names ("a photo of a {}.") on held-out scenes (seed + 1):
-single-object images by the image embedding, and covered patches by the patch embeddings, seen and
-unseen classes apart. `DIR` gets the `CLIPModel` (safetensors), the tokenizer and
-`zero_shot_results.json`; OTSeg then builds on it with `OTSegForSemanticSegmentation.from_clip(DIR, ...)`.
+The world (`otseg_hf.synthetic.SyntheticShapes.world()`) has 20 classes "<colour> <shape>", 5 of them
+unseen by OTSeg's training. Pretraining scenes also show orange, pink and cyan shapes
+(`PRETRAINING_CLASS_NAMES`); with `--unseen captioned` (the default) they show and name the unseen
+classes like any other, as a web-trained CLIP knows classes that a segmentation set leaves out; with
+`--unseen never` no unseen class is ever drawn or named, which tests composition proper. No mask is
+used: the model learns from a scene-caption InfoNCE loss and a patch-phrase grounding loss (see
+`otseg_hf.world`), on fresh scenes every step. At the end it is evaluated zero-shot among all 20
+class names ("a photo of a {}.") on held-out scenes (seed + 1): single-object images by the image
+embedding, and the patches one object covers by the patch embeddings, seen and unseen classes apart.
+`DIR` gets the `CLIPModel` (safetensors), the tokenizer and `zero_shot_results.json`; OTSeg then
+builds on it with `OTSegForSemanticSegmentation.from_clip(DIR, ...)`.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from transformers import CLIPModel, get_cosine_schedule_with_warmup
 
-from otseg_hf.synthetic import SyntheticShapes
+from otseg_hf.synthetic import PRETRAINING_CLASS_NAMES, WORLD_CLASS_NAMES, SyntheticShapes
 from otseg_hf.world import (
     WorldCaptions,
     WorldCLIPPretrainer,
@@ -58,7 +62,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--patch-loss-weight", type=float, default=1.0, help="weight of the patch-phrase loss"
     )
+    parser.add_argument(
+        "--unseen",
+        choices=["captioned", "never"],
+        default="captioned",
+        help="unseen classes in pretraining: 'captioned' like any class (CLIP knows them, as a web-trained "
+        "CLIP would; OTSeg's training will not), or 'never' shown nor named",
+    )
     parser.add_argument("--image-size", type=int, default=64, help="side of the square scenes")
+    parser.add_argument(
+        "--extra-colours",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also show PRETRAINING_EXTRA_COLOURS (orange, pink, cyan) in every shape",
+    )
     parser.add_argument("--patch-size", type=int, default=8, help="ViT patch side")
     parser.add_argument("--vision-hidden-size", type=int, default=64, help="ViT width")
     parser.add_argument("--vision-layers", type=int, default=4, help="ViT depth")
@@ -107,13 +124,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     accelerator = Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps)
     set_seed(args.seed)
 
-    # data: fresh scenes of seen classes, scene i of seed `seed` for item i
+    # data: fresh captioned scenes, scene i of seed `seed` for item i
     world = SyntheticShapes.world(image_size=args.image_size)
+    names = PRETRAINING_CLASS_NAMES if args.extra_colours else WORLD_CLASS_NAMES  # the world's 20 first
+    train_world = SyntheticShapes.world(image_size=args.image_size, class_names=names)
+    train_ids = train_world.seen_label_ids if args.unseen == "never" else None
     tokenizer = world_clip_tokenizer()
     num_items = (
         args.max_train_steps * args.gradient_accumulation_steps * args.batch_size * accelerator.num_processes
     )
-    train_dataset = WorldCaptions(world, num_items, args.seed, world.seen_label_ids, args.patch_size)
+    train_dataset = WorldCaptions(train_world, num_items, args.seed, train_ids)
     train_loader = DataLoader(
         train_dataset,
         batch_size=args.batch_size,

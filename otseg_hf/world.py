@@ -1,0 +1,504 @@
+"""The zero-shot world's CLIP: a tokenizer for its captions, a tiny CLIP, its data, losses and evaluations.
+
+The world (`SyntheticShapes.world()`) has 20 classes "<colour> <shape>", 5 of them unseen by OTSeg's
+training. A tiny `CLIPModel` is pretrained contrastively on captioned scenes (see
+`training/pretrain_clip.py`), with two losses and no mask:
+
+- scene-caption: CLIP's symmetric InfoNCE between the image embedding (CLS) and the caption;
+- patch-phrase: multiple-instance grounding of the patch tokens, taken through `post_layernorm` and
+  `visual_projection` as OTSeg reads them: for every phrase true of an object in the image ("a photo
+  of a striped red circle.", "a photo of a red shape.", "a photo of a circle.", ...), the image's
+  best-matching patches must match it better than the phrases true of nothing in it. So the dense
+  tokens carry meaning too, learnt from captions alone, for every class the captions name.
+
+```python
+>>> from otseg_hf.world import world_clip_config, world_clip_tokenizer
+>>> tokenizer = world_clip_tokenizer()  # one token per word of the world
+>>> tokenizer.tokenize("a photo of a red circle.")
+['a</w>', 'photo</w>', 'of</w>', 'a</w>', 'red</w>', 'circle</w>', '.</w>']
+>>> model = CLIPModel(world_clip_config(tokenizer))
+```
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+
+from .synthetic import (
+    CAPTION_WORDS,
+    GENERIC_NOUN,
+    PATTERNS,
+    Scene,
+    SceneObject,
+    SyntheticShapes,
+    caption_scene,
+)
+from .testing import char_clip_tokenizer
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # OTSeg's image processor normalises with ImageNet's statistics
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PATCH_PROMPT = "a photo of a {}."
+MAX_TEXT_LENGTH = 40  # tokens; the longest caption (three objects, every word) has 31
+
+Attributes = tuple[str | None, str | None, str | None]  # (texture, colour, shape); None: unsaid
+
+
+def object_attributes(item: SceneObject) -> Attributes:
+    """(texture, colour, shape) of a drawn object; a pattern is a texture without a colour."""
+    if item.style in PATTERNS:
+        return (item.style, None, item.shape)
+    return (item.texture, item.style, item.shape)
+
+
+def descriptions(attributes: Attributes) -> list[Attributes]:
+    """The phrases that describe an object, from the full one to single attributes:
+    (t, c, s), (-, c, s), (-, c, -), (-, -, s), (t, -, -); duplicates and empty ones left out."""
+    texture, colour, shape = attributes
+    forms = [
+        (texture, colour, shape),
+        (None, colour, shape),
+        (None, colour, None),
+        (None, None, shape),
+        (texture, None, None),
+    ]
+    return [form for form in dict.fromkeys(forms) if form[1] is not None or form[2] is not None or form[0]]
+
+
+def description_text(attributes: Attributes) -> str:
+    """'a photo of a striped red circle.'; a missing shape reads 'shape'."""
+    texture, colour, shape = attributes
+    return PATCH_PROMPT.format(" ".join(word for word in (texture, colour, shape or GENERIC_NOUN) if word))
+
+
+def describes(description: Attributes, attributes: Attributes) -> bool:
+    """Whether every attribute the description names is the object's."""
+    return all(said is None or said == value for said, value in zip(description, attributes))
+
+
+# ----------------------------------------------------------------------------------------------------
+# tokenizer and config
+# ----------------------------------------------------------------------------------------------------
+def learn_merges(words: Sequence[str]) -> list[tuple[str, str]]:
+    """Byte-pair merges that build every word of `words` into one token ('red' -> 'red</w>').
+
+    Greedy BPE on the word list: merge the most frequent adjacent pair (ties: the smallest pair),
+    until every word is one symbol. Applying the merges in this order, as CLIP's BPE does, rebuilds
+    the words; `world_clip_tokenizer` checks it.
+    """
+    words = sorted(set(words))
+    if not words or any(not word.isalpha() or not word.islower() for word in words):
+        raise ValueError(f"words must be non-empty lowercase letters only, got {words}")
+    # 'red' -> ('r', 'e', 'd</w>'): CLIP marks the end of a word on its last character
+    symbols = [(*word[:-1], word[-1] + "</w>") for word in words]
+    merges = []
+    while any(len(word) > 1 for word in symbols):
+        counts = Counter(pair for word in symbols for pair in zip(word, word[1:]))
+        pair = min(counts, key=lambda p: (-counts[p], p))
+        merges.append(pair)
+        symbols = [_merge(word, pair) for word in symbols]
+    return merges
+
+
+def _merge(word: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
+    """Replace the occurrences of `pair` in `word`, left to right, by their concatenation."""
+    out, index = [], 0
+    while index < len(word):
+        if index + 1 < len(word) and (word[index], word[index + 1]) == pair:
+            out.append(word[index] + word[index + 1])
+            index += 2
+        else:
+            out.append(word[index])
+            index += 1
+    return tuple(out)
+
+
+def world_clip_tokenizer(words: Sequence[str] = CAPTION_WORDS) -> CLIPTokenizer:
+    """A CLIP tokenizer with one token per word of `words` (default: every caption word of the world).
+
+    The vocabulary is CLIP's 512 byte-level characters (alone and word-final, as in
+    `char_clip_tokenizer`), then the merged symbols, then <|startoftext|> and <|endoftext|> (also
+    padding), so any text still tokenizes: unknown words fall back to pieces and characters.
+    """
+    characters = [
+        token
+        for token, _ in sorted(char_clip_tokenizer().get_vocab().items(), key=lambda kv: kv[1])
+        if not token.startswith("<|")
+    ]
+    vocab = {token: index for index, token in enumerate(characters)}
+    merges = learn_merges(words)
+    for first, second in merges:
+        vocab.setdefault(first + second, len(vocab))
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=MAX_TEXT_LENGTH)
+    broken = [word for word in words if tokenizer.tokenize(word) != [word + "</w>"]]
+    if broken:
+        raise ValueError(f"the merges do not rebuild the words {broken}")
+    return tokenizer
+
+
+def world_clip_config(
+    tokenizer: CLIPTokenizer,
+    image_size: int = 64,
+    patch_size: int = 8,
+    vision_hidden_size: int = 128,
+    vision_layers: int = 4,
+    text_hidden_size: int = 64,
+    text_layers: int = 2,
+    projection_dim: int = 64,
+) -> CLIPConfig:
+    """A tiny CLIP for `tokenizer` (its vocabulary size and special ids), 4 heads of 16 or 32 dims.
+
+    Args:
+        tokenizer: the text side's tokenizer, e.g. `world_clip_tokenizer()`.
+        image_size: side of the square images; a multiple of `patch_size`.
+        patch_size: side of the square patches.
+        vision_hidden_size: width of the ViT; a multiple of 4.
+        vision_layers: depth of the ViT.
+        text_hidden_size: width of the text transformer; a multiple of 4.
+        text_layers: depth of the text transformer.
+        projection_dim: dimension of the joint embedding space.
+    """
+    if image_size % patch_size:
+        raise ValueError(f"image_size {image_size} must be a multiple of patch_size {patch_size}")
+    if vision_hidden_size % 4 or text_hidden_size % 4:
+        raise ValueError(
+            f"hidden sizes must be multiples of 4 (heads), got {vision_hidden_size}, {text_hidden_size}"
+        )
+    eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    return CLIPConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=text_hidden_size,
+            intermediate_size=4 * text_hidden_size,
+            num_hidden_layers=text_layers,
+            num_attention_heads=4,
+            max_position_embeddings=MAX_TEXT_LENGTH,
+            bos_token_id=tokenizer.convert_tokens_to_ids("<|startoftext|>"),
+            eos_token_id=eos,
+            pad_token_id=eos,
+        ),
+        vision_config=dict(
+            hidden_size=vision_hidden_size,
+            intermediate_size=4 * vision_hidden_size,
+            num_hidden_layers=vision_layers,
+            num_attention_heads=4,
+            image_size=image_size,
+            patch_size=patch_size,
+        ),
+        projection_dim=projection_dim,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# data
+# ----------------------------------------------------------------------------------------------------
+def pixel_values_from_images(images: np.ndarray) -> torch.Tensor:
+    """(B, H, W, 3) uint8 RGB -> (B, 3, H, W) float32, ImageNet-normalised like OTSeg's inputs."""
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise ValueError(f"images must be (B, H, W, 3) uint8, got {images.shape} {images.dtype}")
+    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (pixels - mean) / std
+
+
+def patch_instances(scene: Scene, patch_size: int) -> np.ndarray:
+    """(h w,) index of the object covering at least half of each patch's pixels, -1 where none does."""
+    height, width = scene.instances.shape
+    if height % patch_size or width % patch_size:
+        raise ValueError(f"image size {(height, width)} is not a multiple of patch_size {patch_size}")
+    # (H, W) -> (h, w, p*p): the pixels of each patch
+    grid = scene.instances.reshape(height // patch_size, patch_size, width // patch_size, patch_size)
+    grid = grid.transpose(0, 2, 1, 3).reshape(-1, patch_size * patch_size)
+    if not scene.objects:
+        return np.full(grid.shape[0], -1)
+    counts = np.stack([(grid == number).sum(-1) for number in range(len(scene.objects))], -1)
+    best = counts.argmax(-1)
+    return np.where(counts.max(-1) * 2 >= patch_size * patch_size, best, -1)
+
+
+class WorldCaptions(Dataset):
+    """Scene-caption pairs of the world: item i is scene i of `seed`, with its caption.
+
+    Args:
+        world: the generator.
+        num_items: the dataset's length.
+        seed: seed of the scenes (and, with `seed`, of the captions).
+        label_ids: classes the scenes may show (default: all); `world.seen_label_ids` for data that
+            never shows an unseen class.
+        min_visible: share of an object that must show for the caption to name it.
+
+    Items are dicts: `image` (H, W, 3) uint8, `caption` str and `objects`, the `object_attributes`
+    of the objects the caption names. No mask is used.
+    """
+
+    def __init__(
+        self,
+        world: SyntheticShapes,
+        num_items: int,
+        seed: int = 0,
+        label_ids: Sequence[int] | None = None,
+        min_visible: float = 0.5,
+    ):
+        if num_items < 1:
+            raise ValueError(f"num_items must be positive, got {num_items}")
+        self.world, self.num_items, self.seed = world, num_items, seed
+        self.label_ids = label_ids
+        self.min_visible = min_visible
+
+    def __len__(self) -> int:
+        return self.num_items
+
+    def __getitem__(self, index: int) -> dict:
+        scene = self.world.generate_scene(index, self.seed, label_ids=self.label_ids)
+        caption = caption_scene(scene, np.random.default_rng([self.seed, index, 1]), self.min_visible)
+        named = [
+            object_attributes(item) for item in scene.objects if item.visible_fraction >= self.min_visible
+        ]
+        return {"image": scene.image, "caption": caption, "objects": named}
+
+
+class WorldCollator:
+    """Batches `WorldCaptions` items: pixel values, tokenized captions and phrases, and which is true.
+
+    Returns a dict of tensors:
+        pixel_values (B, 3, H, W); caption_ids, caption_mask (B, L); caption_groups (B,), equal for
+        equal captions; phrase_ids, phrase_mask (P, L') for the `descriptions` of the batch's named
+        objects, P distinct; phrase_truth (B, P), 1 where a phrase describes an object of the image.
+    """
+
+    def __init__(self, tokenizer: CLIPTokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        captions = [item["caption"] for item in items]
+        distinct_captions = {caption: number for number, caption in enumerate(dict.fromkeys(captions))}
+        phrases = list(
+            dict.fromkeys(form for item in items for obj in item["objects"] for form in descriptions(obj))
+        )
+        truth = [[any(describes(form, obj) for obj in item["objects"]) for form in phrases] for item in items]
+        caption_tokens = self.tokenizer(captions, padding=True, truncation=True, return_tensors="pt")
+        texts = [description_text(form) for form in phrases] or [""]
+        phrase_tokens = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+        return {
+            "pixel_values": pixel_values_from_images(np.stack([item["image"] for item in items])),
+            "caption_ids": caption_tokens["input_ids"],
+            "caption_mask": caption_tokens["attention_mask"],
+            "caption_groups": torch.tensor([distinct_captions[caption] for caption in captions]),
+            "phrase_ids": phrase_tokens["input_ids"],
+            "phrase_mask": phrase_tokens["attention_mask"],
+            "phrase_truth": torch.tensor(truth, dtype=torch.bool).view(len(items), len(phrases)),
+        }
+
+
+# ----------------------------------------------------------------------------------------------------
+# model parts and losses
+# ----------------------------------------------------------------------------------------------------
+def image_and_patch_embeddings(
+    clip: CLIPModel, pixel_values: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CLIP's image embedding (B, D) and its patch embeddings (B, M, D), both L2-normalised.
+
+    The patch tokens go through `post_layernorm` and `visual_projection`, as OTSeg reads them.
+    """
+    vision = clip.vision_model
+    hidden = vision(pixel_values=pixel_values).last_hidden_state  # (B, 1 + M, Cv)
+    tokens = clip.visual_projection(vision.post_layernorm(hidden))  # (B, 1 + M, D)
+    tokens = F.normalize(tokens, dim=-1)
+    return tokens[:, 0], tokens[:, 1:]
+
+
+def text_embeddings(clip: CLIPModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """L2-normalised text embeddings (N, D) of tokenized texts (N, L)."""
+    features = clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+    return F.normalize(features, dim=-1)
+
+
+def grouped_contrastive_loss(
+    image_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_scale: torch.Tensor, groups: torch.Tensor
+) -> torch.Tensor:
+    """CLIP's symmetric InfoNCE where pairs in the same group (identical captions) are all positives.
+
+    With targets T_ij = [g_i = g_j] / #{k : g_k = g_i} and logits s * x_i . t_j:
+        loss = (CE(logits, T) + CE(logits^T, T)) / 2.
+    With distinct groups this is `CLIPModel`'s loss.
+
+    Args:
+        image_embeds: (B, D), normalised.
+        text_embeds: (B, D), normalised.
+        logit_scale: scalar, the log of the inverse temperature.
+        groups: (B,) integer ids.
+    """
+    logits = logit_scale.exp() * image_embeds @ text_embeds.t()  # (B, B)
+    same = (groups[:, None] == groups[None, :]).float()
+    targets = same / same.sum(-1, keepdim=True)  # symmetric positives, so one target serves both sides
+    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets)) / 2
+
+
+def patch_phrase_loss(
+    patch_embeds: torch.Tensor,
+    phrase_embeds: torch.Tensor,
+    logit_scale: torch.Tensor,
+    truth: torch.Tensor,
+    sharpness: float = 10.0,
+) -> torch.Tensor:
+    """Multiple-instance grounding: each phrase true of an image must find its patches, without masks.
+
+    An image's score for phrase p is a soft maximum over its patches m of the cosine x_m . t_p,
+        s_p = log(mean_m exp(k x_m . t_p)) / k   (k = `sharpness`; k -> inf: the maximum),
+    and every true phrase p must beat the image's false phrases N at temperature 1/s (scale s):
+        loss_p = -log(exp(s s_p) / (exp(s s_p) + sum_{n in N} exp(s s_n))) = softplus(LSE_N(s s_n) - s s_p),
+    averaged over the true (image, phrase) pairs; 0 where there is none.
+
+    Args:
+        patch_embeds: (B, M, D), normalised.
+        phrase_embeds: (P, D), normalised.
+        logit_scale: scalar, the log of s.
+        truth: (B, P) bool, whether phrase p describes an object of image b.
+        sharpness: k of the soft maximum.
+    """
+    if not truth.any():
+        return patch_embeds.sum() * 0.0
+    cosines = patch_embeds @ phrase_embeds.t()  # (B, M, P)
+    num_patches = cosines.shape[1]
+    scores = (torch.logsumexp(sharpness * cosines, dim=1) - math.log(num_patches)) / sharpness  # (B, P)
+    logits = logit_scale.exp() * scores
+    negatives = torch.logsumexp(logits.masked_fill(truth, float("-inf")), dim=-1, keepdim=True)  # (B, 1)
+    return F.softplus(negatives - logits)[truth].mean()
+
+
+class WorldCLIPPretrainer(nn.Module):
+    """A `CLIPModel` with the world's two pretraining losses; `forward` takes a `WorldCollator` batch.
+
+    Args:
+        clip: the model to train.
+        patch_loss_weight: weight of the patch-phrase loss beside the scene-caption loss.
+    """
+
+    def __init__(self, clip: CLIPModel, patch_loss_weight: float = 1.0):
+        super().__init__()
+        self.clip = clip
+        self.patch_loss_weight = patch_loss_weight
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        caption_ids: torch.Tensor,
+        caption_mask: torch.Tensor,
+        caption_groups: torch.Tensor,
+        phrase_ids: torch.Tensor,
+        phrase_mask: torch.Tensor,
+        phrase_truth: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """Returns `loss` = caption_loss + patch_loss_weight * patch_loss, and both terms."""
+        # 1. images (B, 3, H, W) -> image (B, D) and patch (B, M, D) embeddings
+        image_embeds, patch_embeds = image_and_patch_embeddings(self.clip, pixel_values)
+        # 2. captions (B, L) -> (B, D), distinct phrases (P, L') -> (P, D)
+        caption_embeds = text_embeddings(self.clip, caption_ids, caption_mask)
+        phrase_embeds = text_embeddings(self.clip, phrase_ids, phrase_mask)
+        # 3. losses at CLIP's temperature, capped at 100 as CLIP does
+        logit_scale = self.clip.logit_scale.clamp(max=math.log(100.0))
+        caption_loss = grouped_contrastive_loss(image_embeds, caption_embeds, logit_scale, caption_groups)
+        patch_loss = patch_phrase_loss(patch_embeds, phrase_embeds, logit_scale, phrase_truth)
+        loss = caption_loss + self.patch_loss_weight * patch_loss
+        return {"loss": loss, "caption_loss": caption_loss.detach(), "patch_loss": patch_loss.detach()}
+
+
+# ----------------------------------------------------------------------------------------------------
+# zero-shot evaluation
+# ----------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def zero_shot_accuracy(
+    clip: CLIPModel,
+    tokenizer: CLIPTokenizer,
+    world: SyntheticShapes,
+    num_images: int = 400,
+    seed: int = 1_000_000,
+    template: str = PATCH_PROMPT,
+    batch_size: int = 100,
+) -> dict[str, float]:
+    """Zero-shot classification among all of `world.class_names` with prompts `template`.
+
+    - image: single-object images of every class (one shape per image, `num_images` of them),
+      classified by the image embedding;
+    - patch: the patches of `num_images` ordinary scenes that one object covers at least half of,
+      classified by their patch embeddings.
+
+    Returns accuracies (0..1), averaged over classes: `image_seen`, `image_unseen`, `patch_seen`,
+    `patch_unseen` (seen / unseen classes of `world`), and `image_all`, `patch_all` over all classes;
+    a class without samples is left out of the mean.
+    """
+    was_training = clip.training
+    clip.eval()
+    device = clip.logit_scale.device
+    tokens = tokenizer(
+        [template.format(name) for name in world.class_names], padding=True, return_tensors="pt"
+    )
+    class_embeds = text_embeddings(clip, tokens["input_ids"].to(device), tokens["attention_mask"].to(device))
+    patch_size = clip.config.vision_config.patch_size
+    single = copy.copy(world)  # the same world, one shape per image
+    single.shapes_per_image = (1, 1)
+    num_classes = len(world.class_names)
+    correct = {"image": np.zeros(num_classes), "patch": np.zeros(num_classes)}
+    total = {"image": np.zeros(num_classes), "patch": np.zeros(num_classes)}
+    for start in range(0, num_images, batch_size):
+        indices = range(start, min(start + batch_size, num_images))
+        for kind, generator in (("image", single), ("patch", world)):
+            scenes = [generator.generate_scene(index, seed) for index in indices]
+            pixels = pixel_values_from_images(np.stack([scene.image for scene in scenes])).to(device)
+            image_embeds, patch_embeds = image_and_patch_embeddings(clip, pixels)
+            if kind == "image":
+                truth = np.array([scene.objects[0].label_id for scene in scenes])
+                predicted = (image_embeds @ class_embeds.t()).argmax(-1).cpu().numpy()
+            else:
+                owners = np.stack([patch_instances(scene, patch_size) for scene in scenes])  # (B, M)
+                ids = [np.array([item.label_id for item in scene.objects] + [-1]) for scene in scenes]
+                truth = np.stack([lookup[owner] for lookup, owner in zip(ids, owners)]).ravel()
+                predicted = (patch_embeds @ class_embeds.t()).argmax(-1).cpu().numpy().ravel()
+                predicted, truth = predicted[truth >= 0], truth[truth >= 0]
+            np.add.at(total[kind], truth, 1)
+            np.add.at(correct[kind], truth, predicted == truth)
+    clip.train(was_training)
+    results = {}
+    for kind in ("image", "patch"):
+        for split, ids in (("seen", world.seen_label_ids), ("unseen", world.unseen_label_ids), ("all", None)):
+            ids = list(range(num_classes)) if ids is None else ids
+            ids = [i for i in ids if total[kind][i] > 0]
+            accuracy = np.mean(correct[kind][ids] / total[kind][ids]) if ids else float("nan")
+            results[f"{kind}_{split}"] = float(accuracy)
+    return results
+
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "PATCH_PROMPT",
+    "describes",
+    "description_text",
+    "descriptions",
+    "object_attributes",
+    "WorldCLIPPretrainer",
+    "WorldCaptions",
+    "WorldCollator",
+    "grouped_contrastive_loss",
+    "image_and_patch_embeddings",
+    "learn_merges",
+    "patch_instances",
+    "patch_phrase_loss",
+    "pixel_values_from_images",
+    "text_embeddings",
+    "world_clip_config",
+    "world_clip_tokenizer",
+    "zero_shot_accuracy",
+]
