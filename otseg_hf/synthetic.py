@@ -18,6 +18,7 @@ Two vocabularies are built in:
     python -m otseg_hf.synthetic --output-dir data/shapes [--world]   # train / validation + id2label.json
 
 ```python
+>>> import numpy as np
 >>> from otseg_hf.synthetic import SyntheticShapes, caption_scene
 >>> shapes = SyntheticShapes()  # 5 classes, "yellow star" and "striped square" unseen
 >>> dataset = shapes.to_dataset(num_images=64, seed=0)  # datasets.Dataset, columns image, label

@@ -229,10 +229,10 @@ def patch_instances(scene: Scene, patch_size: int) -> np.ndarray:
 
 
 class WorldCaptions(Dataset):
-    """Scene-caption pairs of the world: item i is scene i of `seed`, with its caption.
+    """Scene-caption pairs of the world: item i is scene i of `seed` of `worlds[i % len(worlds)]`.
 
     Args:
-        world: the generator.
+        worlds: the generators, taken in turn (e.g. three of scenes and one of close-ups); or one.
         num_items: the dataset's length.
         seed: seed of the scenes (and, with `seed`, of the captions).
         label_ids: classes the scenes may show (default: all); `world.seen_label_ids` for data that
@@ -245,7 +245,7 @@ class WorldCaptions(Dataset):
 
     def __init__(
         self,
-        world: SyntheticShapes,
+        worlds: SyntheticShapes | Sequence[SyntheticShapes],
         num_items: int,
         seed: int = 0,
         label_ids: Sequence[int] | None = None,
@@ -253,7 +253,10 @@ class WorldCaptions(Dataset):
     ):
         if num_items < 1:
             raise ValueError(f"num_items must be positive, got {num_items}")
-        self.world, self.num_items, self.seed = world, num_items, seed
+        self.worlds = [worlds] if isinstance(worlds, SyntheticShapes) else list(worlds)
+        if not self.worlds:
+            raise ValueError("worlds must hold at least one generator")
+        self.num_items, self.seed = num_items, seed
         self.label_ids = label_ids
         self.min_visible = min_visible
 
@@ -261,7 +264,8 @@ class WorldCaptions(Dataset):
         return self.num_items
 
     def __getitem__(self, index: int) -> dict:
-        scene = self.world.generate_scene(index, self.seed, label_ids=self.label_ids)
+        world = self.worlds[index % len(self.worlds)]
+        scene = world.generate_scene(index, self.seed, label_ids=self.label_ids)
         caption = caption_scene(scene, np.random.default_rng([self.seed, index, 1]), self.min_visible)
         named = [
             object_attributes(item) for item in scene.objects if item.visible_fraction >= self.min_visible

@@ -18,6 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer, CLIPModel
 
+from otseg_hf import OTSegForSemanticSegmentation
+from otseg_hf.configuration_otseg import VOC_PROMPT_TEMPLATES
 from otseg_hf.synthetic import (
     CAPTION_WORDS,
     PRETRAINING_CLASS_NAMES,
@@ -197,6 +199,19 @@ def test_pretraining_vocabulary():
     extra = PRETRAINING_CLASS_NAMES[20:]
     assert {name.split()[0] for name in extra} == {"orange", "pink", "cyan"}
     assert {name.split()[1] for name in extra} == set(SHAPE_NAMES) and len(extra) == 12
+
+
+def test_world_captions_take_the_generators_in_turn(world):
+    close_ups = SyntheticShapes.world(shapes_per_image=(1, 1), radius_range=(0.3, 0.45))
+    dataset = WorldCaptions([world, world, close_ups], 9, seed=4)
+    for index in range(9):
+        expected = (close_ups if index % 3 == 2 else world).generate_scene(index, seed=4)
+        assert np.array_equal(dataset[index]["image"], expected.image)
+    assert len(dataset) == 9
+    with pytest.raises(ValueError, match="at least one"):
+        WorldCaptions([], 4)
+    with pytest.raises(ValueError, match="positive"):
+        WorldCaptions(world, 0)
 
 
 def test_captions_describe_the_visible_objects(world):
@@ -434,9 +449,18 @@ def test_pretrain_clip_smoke(tmp_path):
     assert tokenizer.tokenize("a photo of a blue triangle.")[4:6] == ["blue</w>", "triangle</w>"]
     assert json.loads((out / "zero_shot_results.json").read_text())["seed"] == 0
     assert (out / "step_2").is_dir()
-    # the saved CLIP runs on tokenized prompts
+    # the saved CLIP runs on tokenized prompts, and OTSeg builds on it (every prompt word is one token)
     tokens = tokenizer(["a photo of a red star."], return_tensors="pt")
     assert clip.get_text_features(**tokens).pooler_output.shape == (1, 16)
+    for template in VOC_PROMPT_TEMPLATES:
+        assert tokenizer.unk_token not in tokenizer.tokenize(template.format("blue triangle"))
+        assert len(tokenizer.tokenize(template.format("blue triangle"))) == len(template.format("blue triangle").replace(".", " .").split())  # fmt: skip
+    world = SyntheticShapes.world()
+    otseg = OTSegForSemanticSegmentation.from_clip(
+        out, world.class_names, seen_label_ids=world.seen_label_ids, image_size=64,
+        num_visual_prompts=2, visual_prompt_depth=1, decoder_ffn_dim=32,
+    )  # fmt: skip
+    assert otseg.class_text_embeds.shape == (20, len(VOC_PROMPT_TEMPLATES), 16)
 
 
 def test_pretrain_clip_rejects_bad_arguments(tmp_path):

@@ -49,12 +49,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the weights and training scenes (eval: seed + 1)"
     )
-    parser.add_argument("--max-train-steps", type=int, default=1500, help="optimizer steps")
-    parser.add_argument("--batch-size", type=int, default=128, help="scenes per step and process")
+    parser.add_argument("--max-train-steps", type=int, default=2500, help="optimizer steps")
+    parser.add_argument("--batch-size", type=int, default=64, help="scenes per step and process")
     parser.add_argument(
         "--gradient-accumulation-steps", type=int, default=1, help="batches per optimizer step"
     )
-    parser.add_argument("--learning-rate", type=float, default=1e-3, help="peak AdamW learning rate")
+    parser.add_argument("--learning-rate", type=float, default=2e-3, help="peak AdamW learning rate")
     parser.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay of matrices")
     parser.add_argument(
         "--warmup-steps", type=int, default=100, help="linear warm-up before the cosine decay"
@@ -68,6 +68,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="captioned",
         help="unseen classes in pretraining: 'captioned' like any class (CLIP knows them, as a web-trained "
         "CLIP would; OTSeg's training will not), or 'never' shown nor named",
+    )
+    parser.add_argument(
+        "--close-up-every",
+        type=int,
+        default=4,
+        help="every N-th training image is a close-up of one shape (0: none)",
     )
     parser.add_argument("--image-size", type=int, default=64, help="side of the square scenes")
     parser.add_argument(
@@ -128,12 +134,19 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     world = SyntheticShapes.world(image_size=args.image_size)
     names = PRETRAINING_CLASS_NAMES if args.extra_colours else WORLD_CLASS_NAMES  # the world's 20 first
     train_world = SyntheticShapes.world(image_size=args.image_size, class_names=names)
+    # close-ups: one large shape, so that shapes are seen in detail too
+    close_ups = SyntheticShapes.world(
+        image_size=args.image_size, class_names=names, shapes_per_image=(1, 1), radius_range=(0.3, 0.45)
+    )
+    train_worlds = (
+        [train_world] * (args.close_up_every - 1) + [close_ups] if args.close_up_every else [train_world]
+    )
     train_ids = train_world.seen_label_ids if args.unseen == "never" else None
     tokenizer = world_clip_tokenizer()
     num_items = (
         args.max_train_steps * args.gradient_accumulation_steps * args.batch_size * accelerator.num_processes
     )
-    train_dataset = WorldCaptions(train_world, num_items, args.seed, train_ids)
+    train_dataset = WorldCaptions(train_worlds, num_items, args.seed, train_ids)
     train_loader = DataLoader(
         train_dataset,
         batch_size=args.batch_size,
