@@ -1,84 +1,102 @@
-"""The README's main job, offline: build a tiny OTSeg from a tiny random CLIP, save it, load it back
-through the Auto class, and segment a generated image, printing the predicted classes.
+"""The README's main job, offline: zero-shot segmentation in the generated world.
 
-    python -m otseg_hf.demo [--out DIR]
+    python -m otseg_hf.demo [--out outputs/demo] [--num-images 4] [--num-eval-images 200]
 
-With random CLIP weights the predictions carry no meaning; the job shows the whole path
-(from_clip -> save_pretrained -> AutoModelForSemanticSegmentation -> forward -> label map) working.
+Loads the OTSeg model shipped with the package (`otseg_hf/pretrained/world-otseg`: a tiny CLIP pretrained
+contrastively on the world's image-caption pairs, then OTSeg trained inductively on the 15 seen classes
+with `training/train.py`), segments generated images that contain classes it never saw in training through
+`pipeline("image-segmentation")`, writes overlay PNGs, and prints the metric table over all 20 classes on
+the world's validation images. `python training/reproduce_world.py` rebuilds the checkpoints from the seed.
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
+import json
 from pathlib import Path
 
 import numpy as np
+import PIL.Image
 import torch
-import torch.nn.functional as F
-from transformers import AutoModelForSemanticSegmentation, CLIPModel
+from transformers import pipeline
 
-from . import OTSegForSemanticSegmentation
-from .testing import char_clip_tokenizer, tiny_clip_config
+from . import OTSegImageProcessor  # noqa: F401  (importing the package registers the Auto classes)
+from .cli import overlay, segments_to_label_map
+from .evaluation import EvaluationSet, evaluate_model
+from .hub import default_image_processor
+from .recipes import WORLD, WORLD_OTSEG_DIR, generated_dataset
+from .synthetic import SyntheticShapes
 
-CLASS_NAMES = ["red circle", "blue square", "green triangle", "yellow star", "striped square"]
-SEEN_LABEL_IDS = [0, 1, 2]
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-
-
-def generated_image(size: int = 64, seed: int = 0) -> np.ndarray:
-    """An RGB uint8 image: a red disc and a blue square on grey noise."""
-    rng = np.random.default_rng(seed)
-    image = rng.integers(90, 130, size=(size, size, 3), dtype=np.uint8)
-    yy, xx = np.mgrid[:size, :size]
-    image[(yy - size // 3) ** 2 + (xx - size // 3) ** 2 < (size // 6) ** 2] = (220, 30, 30)
-    image[size // 2 : size - 6, size // 2 : size - 6] = (30, 30, 220)
-    return image
+DEMO_SEED = 2  # images neither trained on (seed 0) nor in the metric table (seed 1)
 
 
-def main(argv: list[str] | None = None) -> None:
+def images_with_unseen_classes(count: int, seed: int = DEMO_SEED) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The first `count` generated world images (of `seed`) in which an unseen class is visible."""
+    world = SyntheticShapes.world(image_size=WORLD.image_size)
+    unseen = set(WORLD.unseen_label_ids)
+    found = []
+    index = 0
+    while len(found) < count:
+        image, label = world.generate(index, seed)
+        if unseen & set(np.unique(label).tolist()):
+            found.append((image, label))
+        index += 1
+    return found
+
+
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--out", type=Path, default=None, help="folder for the saved model (default: temporary)"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--model", type=Path, default=WORLD_OTSEG_DIR, help="model folder (default: shipped)")
+    parser.add_argument("--out", type=Path, default=Path("outputs/demo"), help="folder for the overlay PNGs")
+    parser.add_argument("--num-images", type=int, default=4, help="images segmented through the pipeline")
+    parser.add_argument("--num-eval-images", type=int, default=200, help="validation images of the table")
     args = parser.parse_args(argv)
-    torch.manual_seed(args.seed)
-
-    with tempfile.TemporaryDirectory() as tmp:
-        out = args.out or Path(tmp) / "otseg-tiny"
-        clip_dir = Path(tmp) / "clip-tiny"
-        CLIPModel(tiny_clip_config()).save_pretrained(clip_dir)
-        char_clip_tokenizer().save_pretrained(clip_dir)
-        model = OTSegForSemanticSegmentation.from_clip(
-            clip_dir, CLASS_NAMES, seen_label_ids=SEEN_LABEL_IDS, image_size=64,
-            num_visual_prompts=4, visual_prompt_depth=2, decoder_ffn_dim=64,
-            inference_window_size=64, inference_window_stride=48,
-        )  # fmt: skip
-        model.save_pretrained(out)
-        model = AutoModelForSemanticSegmentation.from_pretrained(out).eval()
-
-        image = generated_image(64, args.seed)
-        pixel_values = torch.from_numpy((image / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).permute(2, 0, 1)[None]
-        with torch.no_grad():
-            outputs = model(pixel_values.float())
-        probs = F.interpolate(
-            outputs.logits, size=image.shape[:2], mode="bilinear", align_corners=False
-        ).sigmoid()
-        label_map = probs.argmax(1)[0]
-
-        config = model.config
-        print(f"model: {type(model).__name__} ({config.setting}), saved to {out}")
-        print(
-            f"classes: {config.class_names} (unseen: {[config.id2label[i] for i in config.unseen_label_ids]})"
+    if not (args.model / "config.json").exists():
+        raise SystemExit(
+            f"no model at {args.model}: the shipped checkpoints are missing; rebuild them with "
+            "`python training/reproduce_world.py --install`"
         )
-        print(f"logits {tuple(outputs.logits.shape)} -> label map {tuple(label_map.shape)}")
-        ids, counts = torch.unique(label_map, return_counts=True)
-        for i, count in sorted(zip(ids.tolist(), counts.tolist()), key=lambda pair: -pair[1]):
-            print(f"  {config.id2label[i]:<16} {count / label_map.numel():6.1%} of the pixels")
+    torch.manual_seed(0)
+
+    # 1. the standard pipeline on images with unseen classes
+    segmenter = pipeline("image-segmentation", model=str(args.model))
+    config = segmenter.model.config
+    names = config.class_names
+    unseen = set(config.unseen_label_ids)
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(f"model: {args.model} ({config.setting}; unseen: {', '.join(names[i] for i in sorted(unseen))})\n")
+    for number, (image, label) in enumerate(images_with_unseen_classes(args.num_images)):
+        picture = PIL.Image.fromarray(image)
+        segments = segmenter(picture)
+        label_map = segments_to_label_map(segments, names)
+        path = args.out / f"world_{number}_overlay.png"
+        overlay(picture.resize((256, 256), PIL.Image.NEAREST), _upscale(label_map, 4), names).save(path)
+        truth = [names[i] + (" (unseen)" if i in unseen else "") for i in np.unique(label) if i < len(names)]
+        valid = label < len(names)
+        accuracy = float((label_map[valid] == label[valid]).mean()) if valid.any() else float("nan")
+        print(f"image {number}: objects {', '.join(truth)}")
+        print(f"  predicted {', '.join(s['label'] for s in segments)}; pixel accuracy {accuracy:.0%}; {path}")
+
+    # 2. the metric table over all classes
+    data = generated_dataset(WORLD.name, args.num_eval_images, seed=1)
+    dataset = EvaluationSet(data, default_image_processor(config), num_classes=len(names))
+    metric = evaluate_model(segmenter.model, dataset)
+    results = metric.compute()
+    print(f"\nworld validation, {args.num_eval_images} images, all {len(names)} classes:\n")
+    print(metric.table(results))
+    shipped = args.model / "eval_results.json"
+    if shipped.exists() and args.num_eval_images == 200:
+        recorded = json.loads(shipped.read_text())
+        print(
+            f"\nrecorded when the checkpoint was made: hIoU {100 * (recorded['harmonic_mean_iou'] or 0):.2f}"
+        )
+    return results
+
+
+def _upscale(label_map: np.ndarray, factor: int) -> np.ndarray:
+    return label_map.repeat(factor, axis=0).repeat(factor, axis=1)
 
 
 if __name__ == "__main__":

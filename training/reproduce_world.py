@@ -1,0 +1,107 @@
+"""Rebuild the shipped world checkpoints from the seed: tiny CLIP -> OTSeg (inductive) -> metric table.
+
+    python training/reproduce_world.py --output-dir outputs/world            # ~20 min on 2 CPU cores
+    python training/reproduce_world.py --output-dir outputs/world --install  # and replace the shipped ones
+
+1. `training/pretrain_clip.py` pretrains the tiny CLIP contrastively on the world's scene-caption pairs
+   -> OUTPUT_DIR/world-clip. Like a web-trained CLIP, it meets every class, unseen ones included, in
+   images and captions, never with a mask (`--unseen never` keeps them out entirely; the CLIP then
+   recognises them far less well, see the README);
+2. `training/train.py --recipe otseg-world-inductive` trains OTSeg on the 15 seen classes from it
+   -> OUTPUT_DIR/world-otseg (with its evaluation on all 20 classes, `eval_results.json`);
+3. the table is compared with the shipped `otseg_hf/pretrained/world-otseg/eval_results.json`: mIoU(S),
+   mIoU(U) and hIoU must agree within `--tolerance` points (CPU runs with the same thread count repeat
+   bit for bit; other machines and torch versions round differently).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from otseg_hf.recipes import PRETRAINED_DIR, WORLD_CLIP_DIR, WORLD_OTSEG_DIR  # noqa: E402
+
+SEED = 0
+PRETRAIN_ARGS = ["--seed", str(SEED), "--threads", "1"]  # pretrain_clip.py's defaults: the shipped CLIP's
+TRAIN_ARGS = [
+    "--recipe", "otseg-world-inductive", "--seed", str(SEED), "--checkpointing-steps", "0",
+    "--num-train-images", "2048", "--num-eval-images", "200",
+]  # fmt: skip
+TABLE = (("seen_mean_iou", "mIoU(S)"), ("unseen_mean_iou", "mIoU(U)"), ("harmonic_mean_iou", "hIoU"))
+THREADS = "2"
+
+
+def run(command: list[str]) -> None:
+    print("+", " ".join(command), flush=True)
+    env = {**os.environ, "OMP_NUM_THREADS": THREADS}
+    subprocess.run(command, check=True, cwd=ROOT, env=env)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--output-dir", type=Path, required=True, help="where the two checkpoints are written"
+    )
+    parser.add_argument("--tolerance", type=float, default=2.0, help="allowed difference in points (percent)")
+    parser.add_argument("--install", action="store_true", help="copy the results into otseg_hf/pretrained")
+    parser.add_argument("--skip-clip", action="store_true", help="reuse OUTPUT_DIR/world-clip")
+    args = parser.parse_args(argv)
+    clip_dir, otseg_dir = args.output_dir / "world-clip", args.output_dir / "world-otseg"
+
+    if not args.skip_clip:
+        run([sys.executable, "training/pretrain_clip.py", "--output-dir", str(clip_dir), *PRETRAIN_ARGS])
+    run(
+        [
+            sys.executable,
+            "training/train.py",
+            *TRAIN_ARGS,
+            "--clip",
+            str(clip_dir),
+            "--output-dir",
+            str(otseg_dir),
+        ]
+    )
+
+    results = json.loads((otseg_dir / "eval_results.json").read_text())
+    shipped_path = WORLD_OTSEG_DIR / "eval_results.json"
+    if shipped_path.exists():
+        shipped = json.loads(shipped_path.read_text())
+        print(f"\n{'':10}{'shipped':>10}{'rebuilt':>10}")
+        worst = 0.0
+        for key, label in TABLE:
+            a, b = 100 * (shipped[key] or 0.0), 100 * (results[key] or 0.0)
+            worst = max(worst, abs(a - b))
+            print(f"{label:10}{a:10.2f}{b:10.2f}")
+        verdict = "within" if worst <= args.tolerance else "OUTSIDE"
+        print(f"largest difference {worst:.2f} points: {verdict} the tolerance of {args.tolerance}")
+        if worst > args.tolerance and not args.install:
+            raise SystemExit(1)
+    if args.install:
+        install(clip_dir, WORLD_CLIP_DIR)
+        install(otseg_dir, WORLD_OTSEG_DIR)
+        print(f"installed into {PRETRAINED_DIR}")
+
+
+def install(source: Path, target: Path) -> None:
+    """Copy a checkpoint folder without training leftovers and without the code copies (the package is
+    installed wherever these are used)."""
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    for path in source.iterdir():
+        if path.is_file() and path.suffix not in (".py", ".jsonl"):
+            shutil.copy2(path, target / path.name)
+
+
+if __name__ == "__main__":
+    main()
