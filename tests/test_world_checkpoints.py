@@ -33,7 +33,11 @@ def test_shipped_model_is_the_inductive_world_model(shipped_model):
     assert config.model_type == "otseg" and config.setting == "inductive"
     assert config.class_names == list(WORLD_CLASS_NAMES)
     assert sorted(config.unseen_label_ids) == sorted(WORLD.unseen_label_ids)
-    assert {p.name for p in WORLD_OTSEG_DIR.iterdir()} >= {"config.json", "model.safetensors", "eval_results.json"}
+    assert {p.name for p in WORLD_OTSEG_DIR.iterdir()} >= {
+        "config.json",
+        "model.safetensors",
+        "eval_results.json",
+    }
     assert sum(p.stat().st_size for p in WORLD_OTSEG_DIR.iterdir()) < 8 * 2**20  # a few MB
 
 
