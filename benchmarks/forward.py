@@ -42,7 +42,7 @@ import torch
 
 import otseg_hf
 from otseg_hf import OTSegConfig, OTSegForSemanticSegmentation, modeling_mps
-from otseg_hf.losses import count_masks, mask_loss
+from otseg_hf.label_settings import zero_shot_loss
 from otseg_hf.testing import tiny_clip_config
 
 EVAL_BATCH = 1
@@ -266,20 +266,8 @@ def head_loss(
     """The model's loss (fully supervised): focal + dice of both paths. (B, K, M) logits, (B, H, W) labels."""
     config = model.config
     grid = config.clip_config.vision_config.image_size // config.clip_config.vision_config.patch_size
-    num_masks = count_masks(labels, decoder_logits.shape[1])
-    losses = [
-        mask_loss(
-            logits.unflatten(-1, (grid, grid)),
-            labels,
-            num_masks,
-            config.focal_loss_weight,
-            config.dice_loss_weight,
-            config.focal_alpha,
-            config.focal_gamma,
-        )
-        for logits in (decoder_logits, score_logits)
-    ]
-    return losses[0] + losses[1]
+    maps = [(1.0, logits.unflatten(-1, (grid, grid))) for logits in (decoder_logits, score_logits)]
+    return zero_shot_loss(maps, labels, labels.shape[-2:], config)
 
 
 def train_step(model: OTSegForSemanticSegmentation, inputs: Inputs) -> None:
