@@ -253,10 +253,13 @@ def push_otseg_folder(
     repo_id: str,
     token: str | None = None,
     private: bool | None = None,
-    commit_message: str = "Upload OTSeg model",
+    commit_message: str | None = None,
     revision: str | None = None,
 ):
     """Create `repo_id` on the Hub if needed and upload `folder` (made by [`save_otseg_folder`]) in one commit.
+
+    Args:
+        commit_message: defaults to "Upload OTSeg model" or "Upload ZegOT model", after the folder's model type.
 
     Returns:
         huggingface_hub's `CommitInfo`.
@@ -267,6 +270,9 @@ def push_otseg_folder(
             raise ValueError(
                 f"{folder} is not a complete OTSeg folder: {required} is missing (use save_otseg_folder)"
             )
+    if commit_message is None:
+        model_type = json.loads((folder / "config.json").read_text()).get("model_type", "otseg")
+        commit_message = f"Upload {'ZegOT' if model_type == 'zegot' else 'OTSeg'} model"
     api = HfApi(token=token)
     api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
     return api.upload_folder(

@@ -252,3 +252,15 @@ def test_command_line_writes_and_pushes(model, tokenizer, tmp_path, fake_hub):
     assert (out / "tokenizer.json").is_file()
     assert fake_hub.commits[0]["path"] == "/api/models/me/otseg-cli/commit/main"
     assert set(fake_hub.commits[0]["files"]) == {p.name for p in out.iterdir()}
+
+
+def test_push_names_the_model_type_in_the_commit(folder, fake_hub, tmp_path):
+    import shutil
+
+    zegot = tmp_path / "zegot"
+    shutil.copytree(folder, zegot)
+    config = json.loads((zegot / "config.json").read_text())
+    (zegot / "config.json").write_text(json.dumps({**config, "model_type": "zegot"}))
+    push_otseg_folder(zegot, "me/zegot-tiny", token="hf_test_token")
+    push_otseg_folder(zegot, "me/zegot-tiny", token="hf_test_token", commit_message="mine")
+    assert [c["header"]["summary"] for c in fake_hub.commits] == ["Upload ZegOT model", "mine"]
