@@ -5,7 +5,8 @@
 
 Every variant trains `otseg-world-inductive` (the shipped tiny world CLIP, seen classes only) with
 `training/train.py` under the same seeds and is evaluated on all 20 classes of the world's validation
-images: mIoU(S), mIoU(U), hIoU in percent, mean ± standard deviation over the seeds.
+images: mIoU(S), mIoU(U), hIoU in percent, mean ± standard deviation over the seeds that finished (a run
+whose loss becomes NaN/inf stops and is counted as diverged).
 
 Variants (config overrides, see `OTSegConfig`):
 - OTSeg: the default, multi-prompt Sinkhorn attention in the decoder and in the MPS path;
@@ -62,6 +63,8 @@ def train_and_evaluate(args, overrides: list[str], seed: int, out: Path) -> dict
     for override in overrides:
         command += ["--model-override", override]
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+    if result.returncode != 0 and "FloatingPointError" in result.stderr:
+        return None  # the loss went to NaN / inf: the run diverged
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-4000:]}")
     return json.loads((out / "eval_results.json").read_text())
@@ -87,15 +90,21 @@ def main(argv=None) -> None:
             for seed in args.seeds:
                 out = Path(tmp) / f"{len(runs)}-{seed}"
                 results = train_and_evaluate(args, VARIANTS[name], seed, out)
+                if results is None:
+                    print(f"{name}, seed {seed}: diverged (non-finite loss)", file=sys.stderr)
+                    runs[name].append(None)
+                    continue
                 runs[name].append({key: _number(results[key]) for key, _ in METRICS})
                 print(f"{name}, seed {seed}: " + ", ".join(f"{label} {100 * results[key]:.1f}" for key, label in METRICS),
                       file=sys.stderr)  # fmt: skip
     print(f"\n{args.recipe}, seeds {args.seeds}, mean ± std (percent)\n")
-    print("| variant | " + " | ".join(label for _, label in METRICS) + " |")
-    print("|---|" + "---|" * len(METRICS))
+    print("| variant | " + " | ".join(label for _, label in METRICS) + " | diverged |")
+    print("|---|" + "---|" * (len(METRICS) + 1))
     for name in names:
-        values = [cell([run[key] for run in runs[name]]) for key, _ in METRICS]
-        print(f"| {name} | " + " | ".join(values) + " |")
+        finished = [run for run in runs[name] if run is not None]
+        values = [cell([run[key] for run in finished]) if finished else "-" for key, _ in METRICS]
+        diverged = f"{len(runs[name]) - len(finished)} of {len(runs[name])}"
+        print(f"| {name} | " + " | ".join(values) + f" | {diverged} |")
     if args.json:
         args.json.write_text(json.dumps({"recipe": args.recipe, "seeds": args.seeds, "runs": runs}, indent=2))
 
