@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -13,7 +12,6 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-import torch.nn.functional as F
 from conftest import CLASS_NAMES, SEEN_LABEL_IDS, TINY_OVERRIDES
 from transformers import (
     AutoConfig,
@@ -32,10 +30,7 @@ from otseg_hf import (
     OTSegZeroShotImageSegmentationPipeline,
 )
 from otseg_hf.pipeline_otseg import otseg_custom_pipelines, route_image_segmentation, save_pipeline_folder
-
-MEAN = np.array([0.485, 0.456, 0.406])
-STD = np.array([0.229, 0.224, 0.225])
-PENALTY = 0.3  # larger than the default, so that the calibration visibly changes the tiny model's output
+from tests.pipeline_helpers import PENALTY, calibrated_argmax, label_map, summary, upsampled_probabilities
 
 
 @pytest.fixture(scope="module")
@@ -78,28 +73,7 @@ def square_image():
 
 
 def reference_probabilities(model, image: np.ndarray, text_embeds=None) -> torch.Tensor:
-    """(K, H, W) sigmoid of the upsampled ensemble for an image the size of one window, computed by hand."""
-    pixel_values = torch.from_numpy(((image / 255.0 - MEAN) / STD).transpose(2, 0, 1)).float()[None]
-    with torch.no_grad():
-        logits = model(pixel_values, text_embeds=text_embeds).logits
-    return F.interpolate(logits, size=image.shape[:2], mode="bilinear", align_corners=False).sigmoid()[0]
-
-
-def calibrated_argmax(probabilities: torch.Tensor, seen: list[int]) -> np.ndarray:
-    probabilities = probabilities.clone()
-    probabilities[seen] -= PENALTY
-    return probabilities.argmax(0).numpy()
-
-
-def label_map(segments: list[dict], labels: list[str]) -> np.ndarray:
-    result = np.full(np.asarray(segments[0]["mask"]).shape, -1)
-    for segment in segments:
-        mask = np.asarray(segment["mask"])
-        assert set(np.unique(mask)) <= {0, 255}
-        assert (result[mask > 0] == -1).all(), "masks overlap"
-        result[mask > 0] = labels.index(segment["label"])
-    assert (result >= 0).all(), "masks do not cover the image"
-    return result
+    return upsampled_probabilities(model, image, text_embeds=text_embeds)
 
 
 def check_format(segments: list[dict], size: tuple[int, int]):
@@ -368,17 +342,6 @@ REMOTE_SCRIPT = textwrap.dedent(
     json.dump(result, open(out, "w"))
     """
 )
-
-
-def summary(segments):
-    return [
-        {
-            "label": s["label"],
-            "score": s["score"],
-            "mask": hashlib.sha1(np.asarray(s["mask"]).tobytes()).hexdigest(),
-        }
-        for s in segments
-    ]
 
 
 def test_remote_code_without_otseg_hf(folder, tmp_path):

@@ -9,7 +9,6 @@ processor's `input_ids` through `get_text_embeddings`) is checked against anothe
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import re
@@ -21,7 +20,6 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-import torch.nn.functional as F
 from conftest import CLASS_NAMES, SEEN_LABEL_IDS
 from huggingface_hub import ModelCard
 from transformers import (
@@ -44,10 +42,8 @@ from otseg_hf.cli import main as segment_main
 from otseg_hf.hub import main as export_main
 from otseg_hf.hub import model_card, save_otseg_folder
 from otseg_hf.pipeline_otseg import save_pipeline_folder
+from tests.pipeline_helpers import PENALTY, calibrated_argmax, label_map, summary, upsampled_probabilities
 
-MEAN = np.array([0.485, 0.456, 0.406])
-STD = np.array([0.229, 0.224, 0.225])
-PENALTY = 0.3  # ZegOT's default is 0; a visible calibration checks that the pipelines apply the config's
 TINY = dict(num_text_prompts=3, num_context_tokens=4, inference_window_size=32, inference_window_stride=24)
 RESULTS = {
     "dataset_name": "PASCAL VOC 2012",
@@ -101,39 +97,7 @@ def reference_probabilities(model, image: np.ndarray, labels=None, tokenizer=Non
     if labels is not None:
         model = copy.deepcopy(model)
         model.set_class_names(labels, tokenizer)
-    pixel_values = torch.from_numpy(((image / 255.0 - MEAN) / STD).transpose(2, 0, 1)).float()[None]
-    with torch.no_grad():
-        logits = model(pixel_values).logits
-    return F.interpolate(logits, size=image.shape[:2], mode="bilinear", align_corners=False).sigmoid()[0]
-
-
-def calibrated_argmax(probabilities: torch.Tensor, seen: list[int]) -> np.ndarray:
-    probabilities = probabilities.clone()
-    probabilities[seen] -= PENALTY
-    return probabilities.argmax(0).numpy()
-
-
-def label_map(segments: list[dict], labels: list[str]) -> np.ndarray:
-    result = np.full(np.asarray(segments[0]["mask"]).shape, -1)
-    for segment in segments:
-        assert set(segment) == {"score", "label", "mask"} and segment["mask"].mode == "L"
-        mask = np.asarray(segment["mask"])
-        assert set(np.unique(mask)) <= {0, 255}
-        assert (result[mask > 0] == -1).all(), "masks overlap"
-        result[mask > 0] = labels.index(segment["label"])
-    assert (result >= 0).all(), "masks do not cover the image"
-    return result
-
-
-def summary(segments):
-    return [
-        {
-            "label": s["label"],
-            "score": s["score"],
-            "mask": hashlib.sha1(np.asarray(s["mask"]).tobytes()).hexdigest(),
-        }
-        for s in segments
-    ]
+    return upsampled_probabilities(model, image)
 
 
 # ----------------------------------------------------------------------------------------------------
