@@ -1,6 +1,6 @@
 """Rebuild the shipped world checkpoints from the seed: tiny CLIP -> OTSeg (inductive) -> metric table.
 
-    python training/reproduce_world.py --output-dir outputs/world            # ~20 min on 2 CPU cores
+    python training/reproduce_world.py --output-dir outputs/world            # ~15 min on 2 CPU cores
     python training/reproduce_world.py --output-dir outputs/world --install  # and replace the shipped ones
 
 1. `training/pretrain_clip.py` pretrains the tiny CLIP contrastively on the world's scene-caption pairs
