@@ -9,6 +9,7 @@ from .configuration_zero_shot import (
     VOC_UNSEEN_LABEL_IDS,
     ZeroShotSegmentationConfigMixin,
     check_int,
+    check_prompt_templates,
     resolve_clip_config,
     resolve_vocabulary,
 )
@@ -180,11 +181,7 @@ class OTSegConfig(ZeroShotSegmentationConfigMixin, PretrainedConfig):
         """Raise `ValueError` naming the first invalid field."""
         vision = self.clip_config.vision_config
         self.check_label_setting()
-        if not self.prompt_templates:
-            raise ValueError("prompt_templates must hold at least one template")
-        for template in self.prompt_templates:
-            if not isinstance(template, str) or template.count("{}") != 1:
-                raise ValueError(f"each prompt template needs exactly one '{{}}', got {template!r}")
+        check_prompt_templates(self.prompt_templates)
         check_int("num_visual_prompts", self.num_visual_prompts, 1)
         check_int("visual_prompt_depth", self.visual_prompt_depth, 0)
         if self.visual_prompt_depth > vision.num_hidden_layers - 1:

@@ -6,6 +6,8 @@ Imports only transformers' config classes, so it travels with either configurati
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from transformers import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 
 VOC_CLASS_NAMES = (
@@ -71,6 +73,32 @@ def resolve_vocabulary(kwargs: dict, seen_label_ids: list[int] | None | str) -> 
     return None if seen_label_ids is None else [int(i) for i in seen_label_ids]
 
 
+def check_class_names(class_names) -> list[str]:
+    """A vocabulary as a list of distinct, non-empty names; raise `ValueError` naming what is wrong."""
+    names = [class_names] if isinstance(class_names, str) else class_names
+    if names is None or isinstance(names, (bytes, dict)) or not isinstance(names, Sequence):
+        raise ValueError(f"class names must be a list of strings, got {type(class_names).__name__}")
+    names = list(names)
+    if not names:
+        raise ValueError("the list of class names is empty: give at least one class name")
+    for name in names:
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"class names must be non-empty strings, got {name!r}")
+    duplicated = sorted({name for name in names if names.count(name) > 1})
+    if duplicated:
+        raise ValueError(f"class names must be distinct; duplicated class names: {duplicated}")
+    return names
+
+
+def check_prompt_templates(templates) -> None:
+    """Raise `ValueError` unless `templates` holds at least one string with exactly one `{}`."""
+    if not templates:
+        raise ValueError("prompt_templates must hold at least one template")
+    for template in templates:
+        if not isinstance(template, str) or template.count("{}") != 1:
+            raise ValueError(f"each prompt template needs exactly one '{{}}', got {template!r}")
+
+
 def check_vocabulary(id2label: dict, label2id: dict | None) -> tuple[dict[int, str], dict[str, int]]:
     """Normalise id2label/label2id and check they describe K distinct, non-empty class names 0..K-1."""
     if not isinstance(id2label, dict) or not id2label:
@@ -78,13 +106,7 @@ def check_vocabulary(id2label: dict, label2id: dict | None) -> tuple[dict[int, s
     id2label = {int(k): v for k, v in id2label.items()}
     if sorted(id2label) != list(range(len(id2label))):
         raise ValueError(f"id2label keys must be 0..{len(id2label) - 1}, got {sorted(id2label)}")
-    names = [id2label[i] for i in range(len(id2label))]
-    for name in names:
-        if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"class names must be non-empty strings, got {name!r}")
-    duplicated = sorted({n for n in names if names.count(n) > 1})
-    if duplicated:
-        raise ValueError(f"duplicated class names: {duplicated}")
+    names = check_class_names([id2label[i] for i in range(len(id2label))])
     derived = {name: i for i, name in enumerate(names)}
     if label2id is not None and {str(k): int(v) for k, v in label2id.items()} != derived:
         raise ValueError("label2id does not match id2label")

@@ -13,6 +13,7 @@ from transformers.image_processing_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
 from .configuration_otseg import VOC_PROMPT_TEMPLATES
+from .configuration_zero_shot import check_class_names, check_prompt_templates
 
 
 class OTSegProcessor(ProcessorMixin):
@@ -91,31 +92,6 @@ class OTSegProcessor(ProcessorMixin):
     @property
     def model_input_names(self) -> list[str]:
         return ["pixel_values", "input_ids", "attention_mask"]
-
-
-def check_class_names(class_names: str | Sequence[str]) -> list[str]:
-    """A vocabulary as a list of distinct, non-empty names; raise `ValueError` naming what is wrong."""
-    names = [class_names] if isinstance(class_names, str) else class_names
-    if names is None or isinstance(names, (bytes, dict)) or not isinstance(names, Sequence):
-        raise ValueError(f"class names must be a list of strings, got {type(class_names).__name__}")
-    names = list(names)
-    if not names:
-        raise ValueError("the list of class names is empty: give at least one class name")
-    for name in names:
-        if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"class names must be non-empty strings, got {name!r}")
-    duplicated = sorted({name for name in names if names.count(name) > 1})
-    if duplicated:
-        raise ValueError(f"class names must be distinct; duplicated: {duplicated}")
-    return names
-
-
-def check_prompt_templates(templates: Sequence[str]) -> None:
-    if not templates:
-        raise ValueError("prompt_templates must hold at least one template")
-    for template in templates:
-        if not isinstance(template, str) or template.count("{}") != 1:
-            raise ValueError(f"each prompt template needs exactly one '{{}}', got {template!r}")
 
 
 __all__ = ["OTSegProcessor", "check_class_names"]
