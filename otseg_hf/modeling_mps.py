@@ -85,9 +85,16 @@ __all__ = ["RelationshipDescriptor", "multi_prompt_sinkhorn_score", "sinkhorn_si
 
 
 class FrozenCLIPMixin:
-    """For models that wrap a frozen `CLIPModel` as `self.clip`: `from_clip`, and a `from_pretrained` that
-    freezes `model.clip` again (transformers' loader replaces every loaded tensor by a new parameter that
-    requires gradients, which would silently make the whole CLIP trainable)."""
+    """For models that wrap a frozen `CLIPModel` as `self.clip` and segment a vocabulary of class names (OTSeg
+    and ZegOT): the `PreTrainedModel` attributes they share, `from_clip`, a `from_pretrained` that freezes
+    `model.clip` again (transformers' loader replaces every loaded tensor by a new parameter that requires
+    gradients, which would silently make the whole CLIP trainable), and the vocabulary and input checks."""
+
+    main_input_name = "pixel_values"
+    input_modalities = ("image", "text")
+    _no_split_modules = ["CLIPEncoderLayer", "CLIPTextEmbeddings", "CLIPVisionEmbeddings"]
+    _supports_sdpa = True
+    _supports_flash_attn = False
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
@@ -155,6 +162,59 @@ class FrozenCLIPMixin:
             raise ValueError(f"CLIP weights do not match: missing {missing}, unexpected {unexpected}")
         model.set_class_names(class_names, tokenizer, seen_label_ids=seen_label_ids)
         return model
+
+    def _vocabulary_config(self, class_names: list[str], seen_label_ids: list[int] | None | str):
+        """The config of a new vocabulary, validated (names, seen ids, the setting) before anything changes.
+        `seen_label_ids="by_name"`: the names seen in the old vocabulary stay seen (None stays None)."""
+        if seen_label_ids == "by_name":
+            if self.config.seen_label_ids is None:
+                seen_label_ids = None
+            else:
+                seen_names = {self.config.id2label[i] for i in self.config.seen_label_ids}
+                seen_label_ids = [i for i, name in enumerate(class_names) if name in seen_names]
+        new_config = self.config.to_dict()
+        new_config.update(id2label=dict(enumerate(class_names)), label2id=None, seen_label_ids=seen_label_ids)
+        new_config.pop("num_labels", None)
+        return type(self.config).from_dict(new_config)
+
+    def _adopt_vocabulary(self, checked) -> None:
+        """Take the class names and seen ids of a config made by `_vocabulary_config`."""
+        self.config.id2label = checked.id2label
+        self.config.label2id = checked.label2id
+        self.config.seen_label_ids = checked.seen_label_ids
+
+    def _check_text_embeds(self, text_embeds: torch.Tensor) -> None:
+        """Raise `ValueError` unless `text_embeds` is (num_classes, num_prompts, projection_dim)."""
+        dim = self.config.projection_dim
+        if (
+            not isinstance(text_embeds, torch.Tensor)
+            or text_embeds.dim() != 3
+            or text_embeds.shape[-1] != dim
+        ):
+            shape = tuple(text_embeds.shape) if isinstance(text_embeds, torch.Tensor) else type(text_embeds)
+            raise ValueError(f"text_embeds must have shape (num_classes, num_prompts, {dim}), got {shape}")
+
+    def _check_text_cache(self) -> None:
+        """Raise `ValueError` if the class text embeddings were never computed (all zeros); checked once."""
+        if getattr(self, "_text_cache_checked", False):
+            return
+        if not bool(self.class_text_embeds.abs().sum() > 0):
+            raise ValueError(
+                "the class text embeddings are not computed: call model.set_class_names(names, tokenizer), "
+                f"build the model with {type(self).__name__}.from_clip, or pass text_embeds"
+            )
+        self._text_cache_checked = True
+
+    def _embed_patches(
+        self, pixel_values: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+        """CLIP's patch embedding and its position table for the image's grid (bilinearly resized, spec
+        section 2.3): (B, 3, H, W) -> patches (B, M, Cv), positions (1 + M, Cv) (CLS first), grid (h, w)."""
+        embeddings = self.clip.vision_model.embeddings
+        patches = embeddings.patch_embedding(pixel_values.to(embeddings.patch_embedding.weight.dtype))
+        height, width = patches.shape[-2:]
+        positions = resize_position_embeddings(embeddings.position_embedding.weight, height, width)
+        return patches.flatten(2).transpose(1, 2), positions, (height, width)
 
 
 def check_pixel_values(pixel_values: torch.Tensor, vision_config) -> None:

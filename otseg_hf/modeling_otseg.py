@@ -24,7 +24,6 @@ from .modeling_mps import (
     RelationshipDescriptor,
     check_pixel_values,
     multi_prompt_sinkhorn_score,
-    resize_position_embeddings,
     sinkhorn_similarity_map,
 )
 
@@ -182,11 +181,6 @@ class OTSegPreTrainedModel(FrozenCLIPMixin, PreTrainedModel):
     config_class = OTSegConfig
     config: OTSegConfig
     base_model_prefix = "otseg"
-    main_input_name = "pixel_values"
-    input_modalities = ("image", "text")
-    _no_split_modules = ["CLIPEncoderLayer", "CLIPTextEmbeddings", "CLIPVisionEmbeddings"]
-    _supports_sdpa = True
-    _supports_flash_attn = False
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -245,13 +239,10 @@ class OTSegForSemanticSegmentation(OTSegPreTrainedModel):
         vision = self.clip.vision_model
         embeddings = vision.embeddings
         batch = pixel_values.shape[0]
-        # 1. patches (B, 3, H, W) -> (B, Cv, h, w) -> (B, M, Cv)
-        patches = embeddings.patch_embedding(pixel_values.to(embeddings.patch_embedding.weight.dtype))
-        height, width = patches.shape[-2:]
-        patches = patches.flatten(2).transpose(1, 2)
+        # 1. patches (B, 3, H, W) -> (B, M, Cv), positions for this grid
+        patches, positions, (height, width) = self._embed_patches(pixel_values)
         num_pixels = height * width
         # 2-3. class token + positions; the reference adds the class embedding twice to the CLS token
-        positions = resize_position_embeddings(embeddings.position_embedding.weight, height, width)
         cls = embeddings.class_embedding + (positions[0] + embeddings.class_embedding)
         hidden = torch.cat([cls.expand(batch, 1, -1), patches + positions[1:]], dim=1)  # (B, 1 + M, Cv)
         # 4. ln_pre
@@ -322,18 +313,7 @@ class OTSegForSemanticSegmentation(OTSegPreTrainedModel):
                 "a tokenizer is needed to compute text embeddings for new class names; load one with "
                 "CLIPTokenizer.from_pretrained(...) or pass text_embeds to forward"
             )
-        if seen_label_ids == "by_name":
-            if self.config.seen_label_ids is None:
-                seen_label_ids = None
-            else:
-                seen_names = {self.config.id2label[i] for i in self.config.seen_label_ids}
-                seen_label_ids = [i for i, name in enumerate(class_names) if name in seen_names]
-        new_config = self.config.to_dict()
-        new_config.update(id2label=dict(enumerate(class_names)), label2id=None, seen_label_ids=seen_label_ids)
-        new_config.pop("num_labels", None)
-        checked = OTSegConfig.from_dict(new_config)  # validates names and seen ids
-        if checked.transductive and not checked.unseen_label_ids:
-            raise ValueError("the new vocabulary has no unseen class for this transductive model")
+        checked = self._vocabulary_config(class_names, seen_label_ids)
         templates = self.config.prompt_templates
         prompts = [template.format(name) for name in class_names for template in templates]
         device = self.class_text_embeds.device
@@ -349,9 +329,7 @@ class OTSegForSemanticSegmentation(OTSegPreTrainedModel):
             chunks.append(F.normalize(features.float(), dim=-1))
         embeds = torch.cat(chunks).view(len(class_names), len(templates), -1)
         self.class_text_embeds = embeds.to(self.class_text_embeds.dtype)
-        self.config.id2label = checked.id2label
-        self.config.label2id = checked.label2id
-        self.config.seen_label_ids = checked.seen_label_ids
+        self._adopt_vocabulary(checked)
 
     # ------------------------------------------------------------------------------------------------
     # forward
@@ -391,11 +369,7 @@ class OTSegForSemanticSegmentation(OTSegPreTrainedModel):
         if text_embeds is not None and input_ids is not None:
             raise ValueError("give either text_embeds or input_ids, not both")
         if text_embeds is not None:
-            if text_embeds.dim() != 3 or text_embeds.shape[-1] != config.projection_dim:
-                raise ValueError(
-                    f"text_embeds must have shape (num_classes, num_prompts, {config.projection_dim}), "
-                    f"got {tuple(text_embeds.shape)}"
-                )
+            self._check_text_embeds(text_embeds)
         elif input_ids is not None:
             text_embeds = self.get_text_embeddings(input_ids, attention_mask)
         else:
@@ -432,19 +406,6 @@ class OTSegForSemanticSegmentation(OTSegPreTrainedModel):
         return OTSegSemanticSegmenterOutput(
             loss=loss, logits=logits, decoder_logits=decoder_logits, score_logits=score_logits
         )
-
-    # ------------------------------------------------------------------------------------------------
-    # checks
-    # ------------------------------------------------------------------------------------------------
-    def _check_text_cache(self) -> None:
-        if getattr(self, "_text_cache_checked", False):
-            return
-        if not bool(self.class_text_embeds.abs().sum() > 0):
-            raise ValueError(
-                "the class text embeddings are not computed: call model.set_class_names(names, tokenizer), "
-                "build the model with OTSegForSemanticSegmentation.from_clip, or pass text_embeds"
-            )
-        self._text_cache_checked = True
 
 
 __all__ = ["OTSegForSemanticSegmentation", "OTSegPreTrainedModel", "OTSegSemanticSegmenterOutput"]

@@ -26,7 +26,6 @@ from .modeling_mps import (
     RelationshipDescriptor,
     check_pixel_values,
     multi_prompt_sinkhorn_score,
-    resize_position_embeddings,
 )
 
 
@@ -79,11 +78,6 @@ class ZegOTPreTrainedModel(FrozenCLIPMixin, PreTrainedModel):
     config_class = ZegOTConfig
     config: ZegOTConfig
     base_model_prefix = "zegot"
-    main_input_name = "pixel_values"
-    input_modalities = ("image", "text")
-    _no_split_modules = ["CLIPEncoderLayer", "CLIPTextEmbeddings", "CLIPVisionEmbeddings"]
-    _supports_sdpa = True
-    _supports_flash_attn = False
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -142,12 +136,9 @@ class ZegOTForSemanticSegmentation(ZegOTPreTrainedModel):
         vision = self.clip.vision_model
         embeddings = vision.embeddings
         batch = pixel_values.shape[0]
-        # 1. patches (B, 3, H, W) -> (B, Cv, h, w) -> (B, M, Cv)
-        patches = embeddings.patch_embedding(pixel_values.to(embeddings.patch_embedding.weight.dtype))
-        height, width = patches.shape[-2:]
-        patches = patches.flatten(2).transpose(1, 2)
-        # 2. class token and positions, bilinearly resized for another grid (spec section 2.3); ln_pre
-        positions = resize_position_embeddings(embeddings.position_embedding.weight, height, width)
+        # 1. patches (B, 3, H, W) -> (B, M, Cv), positions for this grid
+        patches, positions, (height, width) = self._embed_patches(pixel_values)
+        # 2. class token and positions; ln_pre
         cls = (embeddings.class_embedding + positions[0]).expand(batch, 1, -1)
         hidden = vision.pre_layrnorm(torch.cat([cls, patches + positions[1:]], dim=1))  # (B, 1 + M, Cv)
         # 3. blocks; keep the outputs of the feature layers
@@ -260,23 +251,12 @@ class ZegOTForSemanticSegmentation(ZegOTPreTrainedModel):
                 vocabulary stay seen (a fully supervised model stays fully supervised).
         """
         class_names = list(class_names)
-        if seen_label_ids == "by_name":
-            if self.config.seen_label_ids is None:
-                seen_label_ids = None
-            else:
-                seen_names = {self.config.id2label[i] for i in self.config.seen_label_ids}
-                seen_label_ids = [i for i, name in enumerate(class_names) if name in seen_names]
-        new_config = self.config.to_dict()
-        new_config.update(id2label=dict(enumerate(class_names)), label2id=None, seen_label_ids=seen_label_ids)
-        new_config.pop("num_labels", None)
-        checked = ZegOTConfig.from_dict(new_config)  # validates names and seen ids
+        checked = self._vocabulary_config(class_names, seen_label_ids)
         self.class_token_ids, self.class_eos_index = self.tokenize_class_names(class_names, tokenizer)
         self.class_text_embeds = self.class_text_embeds.new_zeros(
             len(class_names), *self.class_text_embeds.shape[1:]
         )
-        self.config.id2label = checked.id2label
-        self.config.label2id = checked.label2id
-        self.config.seen_label_ids = checked.seen_label_ids
+        self._adopt_vocabulary(checked)
         self.update_class_text_embeds()
 
     @torch.no_grad()
@@ -356,6 +336,8 @@ class ZegOTForSemanticSegmentation(ZegOTPreTrainedModel):
         check_pixel_values(pixel_values, config.clip_config.vision_config)
         if text_embeds is not None and input_ids is not None:
             raise ValueError("give either text_embeds or input_ids, not both")
+        if text_embeds is not None:
+            self._check_text_embeds(text_embeds)
         own_vocabulary = text_embeds is None and input_ids is None
         setting = config.setting if own_vocabulary else "fully_supervised"
         num_classes = len(config.id2label)
@@ -372,22 +354,16 @@ class ZegOTForSemanticSegmentation(ZegOTPreTrainedModel):
             )
 
         # 2. text: (K, N, D) prompt embeddings; through the encoder in training, from the cache at inference
-        if text_embeds is not None:
-            if text_embeds.dim() != 3 or text_embeds.shape[-1] != config.projection_dim:
-                raise ValueError(
-                    f"text_embeds must have shape (num_classes, num_prompts, {config.projection_dim}), "
-                    f"got {tuple(text_embeds.shape)}"
-                )
-        elif input_ids is not None:
+        if input_ids is not None:
             text_embeds = self.get_text_embeddings(input_ids, attention_mask)
-        elif self.training:
+        elif text_embeds is None and self.training:
             self._check_class_tokens()
             token_ids, eos_index = self.class_token_ids, self.class_eos_index
             if class_ids is not None:
                 token_ids, eos_index = token_ids[class_ids], eos_index[class_ids]
             text_embeds = self.encode_prompts(token_ids, eos_index)
             self._text_cache_stale = self._text_cache_stale or text_embeds.requires_grad
-        else:
+        elif text_embeds is None:
             if self._text_cache_stale:
                 self.update_class_text_embeds()
             self._check_text_cache()
@@ -430,17 +406,6 @@ class ZegOTForSemanticSegmentation(ZegOTPreTrainedModel):
                 "the class names are not tokenised: call model.set_class_names(names, tokenizer), build the "
                 "model with ZegOTForSemanticSegmentation.from_clip, or pass text_embeds / input_ids"
             )
-
-    def _check_text_cache(self) -> None:
-        if getattr(self, "_text_cache_checked", False):
-            return
-        if not bool(self.class_text_embeds.abs().sum() > 0):
-            raise ValueError(
-                "the class text embeddings are not computed: call model.set_class_names(names, tokenizer) or "
-                "model.update_class_text_embeds(), build the model with ZegOTForSemanticSegmentation.from_clip, "
-                "or pass text_embeds"
-            )
-        self._text_cache_checked = True
 
 
 __all__ = [

@@ -566,3 +566,12 @@ def test_trust_remote_code_without_the_package(build, tmp_path):
     assert "REMOTE OK transformers_modules" in result.stdout
     expected = sorted(TRAINABLE)
     assert str(expected) in result.stdout
+
+
+@pytest.mark.parametrize("bad", [torch.zeros(3, 16), torch.zeros(3, 2, 7), [[0.0] * 16]])
+def test_text_embeds_of_a_wrong_shape_are_a_clear_error_before_the_loss(build, bad):
+    model = build()
+    pixel_values = torch.randn(1, 3, 32, 32)
+    labels = torch.zeros(1, 32, 32, dtype=torch.long)
+    with pytest.raises(ValueError, match="text_embeds must have shape"):
+        model(pixel_values, labels=labels, text_embeds=bad)
