@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import PIL.Image
@@ -30,7 +26,14 @@ from otseg_hf import (
     OTSegZeroShotImageSegmentationPipeline,
 )
 from otseg_hf.pipeline_otseg import otseg_custom_pipelines, route_image_segmentation, save_pipeline_folder
-from tests.pipeline_helpers import PENALTY, calibrated_argmax, label_map, summary, upsampled_probabilities
+from tests.pipeline_helpers import (
+    PENALTY,
+    calibrated_argmax,
+    label_map,
+    run_without_otseg_hf,
+    summary,
+    upsampled_probabilities,
+)
 
 
 @pytest.fixture(scope="module")
@@ -302,80 +305,9 @@ def test_folder_without_tokenizer(folder_without_tokenizer, model, square_image)
 # ----------------------------------------------------------------------------------------------------
 # remote code: a fresh interpreter where otseg_hf cannot be imported
 # ----------------------------------------------------------------------------------------------------
-REMOTE_SCRIPT = textwrap.dedent(
-    """
-    import hashlib, importlib.abc, json, sys
-
-    class BlockOTSeg(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "otseg_hf" or name.startswith("otseg_hf."):
-                raise ImportError(f"{name} is not importable here")
-
-    sys.meta_path.insert(0, BlockOTSeg())
-    import numpy as np
-    from transformers import pipeline
-
-    folder, image_path, out = sys.argv[1:4]
-
-    def summary(segments):
-        return [
-            {"label": s["label"], "score": s["score"], "mask": hashlib.sha1(np.asarray(s["mask"]).tobytes()).hexdigest()}
-            for s in segments
-        ]
-
-    try:
-        pipeline("image-segmentation", model=folder)
-        refused = None
-    except ValueError as error:
-        refused = str(error)
-    seg = pipeline("image-segmentation", model=folder, trust_remote_code=True)
-    zs = pipeline("zero-shot-image-segmentation", model=folder, trust_remote_code=True)
-    result = {
-        "refused": refused,
-        "image-segmentation": summary(seg(image_path)),
-        "zero-shot": summary(zs(image_path, candidate_labels=["cat", "red circle"])),
-        "modules": [type(seg).__module__, type(zs).__module__, type(seg.model).__module__,
-                    type(seg.image_processor).__module__, type(zs.processor).__module__],
-        "custom_pipelines": sorted(seg.model.config.custom_pipelines),
-        "otseg_hf_imported": any(name.split(".")[0] == "otseg_hf" for name in sys.modules),
-    }
-    json.dump(result, open(out, "w"))
-    """
-)
-
-
-def test_remote_code_without_otseg_hf(folder, tmp_path):
+def test_remote_code_without_otseg_hf(folder, model, tmp_path):
     """A fresh interpreter without otseg_hf: refused without trust_remote_code, the folder's own code with it, and
     the same segments as the plain pipelines here, where otseg_hf is imported."""
-    image_path = tmp_path / "image.png"
-    PIL.Image.fromarray(np.random.default_rng(3).integers(0, 256, size=(24, 40, 3), dtype=np.uint8)).save(
-        image_path
-    )
-    script, out = tmp_path / "remote.py", tmp_path / "out.json"
-    script.write_text(REMOTE_SCRIPT)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
-    env.pop("PYTHONPATH", None)
-    run = subprocess.run(
-        [sys.executable, str(script), str(folder), str(image_path), str(out)],
-        cwd=tmp_path,
-        env=env,
-        stdin=subprocess.DEVNULL,  # transformers' question "run the custom code?" gets no answer: refused
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    remote = json.loads(out.read_text())
-    assert not remote["otseg_hf_imported"]
-    assert "trust_remote_code=True" in remote["refused"]
-    assert all(module.startswith("transformers_modules.") for module in remote["modules"])
-    assert remote["custom_pipelines"] == ["image-segmentation", "zero-shot-image-segmentation"]
-
-    installed_seg = pipeline("image-segmentation", model=str(folder))
-    installed_zs = pipeline("zero-shot-image-segmentation", model=str(folder))
-    assert type(installed_seg).__module__ == type(installed_zs).__module__ == "otseg_hf.pipeline_otseg"
-    for key, expected in [
-        ("image-segmentation", summary(installed_seg(str(image_path)))),
-        ("zero-shot", summary(installed_zs(str(image_path), candidate_labels=["cat", "red circle"]))),
-    ]:
-        assert remote[key] == expected, key  # the same code on the same weights: equal to the last bit
+    remote = run_without_otseg_hf(folder, tmp_path)
+    assert remote["classes"] == ["OTSegForSemanticSegmentation"] * 2
+    assert remote["trainable"] == sorted(n for n, p in model.named_parameters() if p.requires_grad)
