@@ -175,6 +175,31 @@ def test_missing_columns_are_named(make_model):
         EvaluationSet(data, default_image_processor(make_model().config), label_column="mask")
 
 
+def test_eval_steps_evaluate_during_training_on_data_loaded_once(tmp_path, monkeypatch):
+    import training.train as train
+
+    loaded, evaluations = [], []
+    load_split, evaluate_model_ = train.load_split, train.evaluate_model
+
+    def counting_load_split(args, split, recipe, streaming=False):
+        loaded.append(split)
+        return load_split(args, split, recipe, streaming)
+
+    def counting_evaluate_model(*args, **kwargs):
+        evaluations.append(len(loaded))
+        return evaluate_model_(*args, **kwargs)
+
+    monkeypatch.setattr(train, "load_split", counting_load_split)
+    monkeypatch.setattr(train, "evaluate_model", counting_evaluate_model)
+    results = train.main(
+        [*TINY_RUN, "--output-dir", str(tmp_path), "--max-steps", "4", "--eval-steps", "2",
+         "--checkpointing-steps", "0", "--no-save-model", "--cpu"]
+    )  # fmt: skip
+    assert loaded == ["train", "validation"]
+    assert len(evaluations) == 2  # after step 2 and at the end (step 4), not twice at the end
+    assert 0.0 <= results["mean_iou"] <= 1.0
+
+
 def test_zegot_recipe_trains_only_its_prompts(tmp_path):
     """The ZegOT recipe through the same script: the saved CLIP is bit-identical to the tiny random CLIP it
     started from (same seed)."""

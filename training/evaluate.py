@@ -23,7 +23,7 @@ from accelerate.utils import parse_flag_from_env
 from transformers import AutoModelForSemanticSegmentation, AutoTokenizer
 
 import otseg_hf  # noqa: F401  (registers the Auto classes)
-from otseg_hf.data import load_dataset_split
+from otseg_hf.data import add_dataset_arguments, load_dataset_split
 from otseg_hf.dataset_splits import DATASETS
 from otseg_hf.evaluation import EvaluationSet, evaluate_model
 from otseg_hf.hub import default_image_processor
@@ -36,18 +36,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--model", required=True, help="saved model folder (or Hub id)")
     parser.add_argument("--dataset", choices=[*DATASETS, *GENERATED], help="vocabulary and zero-shot split")
-    parser.add_argument("--dataset-name", help="Hub id or save_to_disk folder (not needed for synthetic)")
-    parser.add_argument("--dataset-config", help="configuration name of a Hub dataset")
+    add_dataset_arguments(
+        parser,
+        dataset_name_help="Hub id or save_to_disk folder (not needed for generated data)",
+        class_names_help="class names in label-id order (instead of --dataset)",
+        unseen_help="classes reported as unseen",
+    )
     parser.add_argument("--split", default="validation", help="split to evaluate")
-    parser.add_argument("--image-column", default="image", help="column of the images")
-    parser.add_argument("--label-column", default="label", help="column of the label maps (class ids)")
-    parser.add_argument(
-        "--reduce-labels", action="store_true", help="label 0 is an ignored background: 0->255, k->k-1"
-    )
-    parser.add_argument(
-        "--class-names", nargs="+", help="class names in label-id order (instead of --dataset)"
-    )
-    parser.add_argument("--unseen-label-ids", type=int, nargs="*", help="classes reported as unseen")
     parser.add_argument("--num-images", type=int, default=64, help="synthetic data: images")
     parser.add_argument("--max-images", type=int, help="evaluate on the first N images only")
     parser.add_argument(

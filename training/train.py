@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from otseg_hf import OTSegForSemanticSegmentation, ZegOTForSemanticSegmentation
-from otseg_hf.data import load_dataset_split
+from otseg_hf.data import add_dataset_arguments, load_dataset_split
 from otseg_hf.evaluation import EvaluationSet, evaluate_model
 from otseg_hf.hub import default_image_processor, save_otseg_folder
 from otseg_hf.recipes import (
@@ -65,25 +65,16 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--output-dir", type=Path, required=True, help="checkpoints, logs and the final model"
     )
     # data
-    parser.add_argument(
-        "--dataset-name", help="Hub id or save_to_disk folder (default: the recipe's synthetic data)"
+    add_dataset_arguments(
+        parser,
+        dataset_name_help="Hub id or save_to_disk folder (default: the recipe's synthetic data)",
+        class_names_help="class names in label-id order (default: the recipe's)",
+        unseen_help="unseen classes (default: the recipe's)",
     )
-    parser.add_argument("--dataset-config", help="configuration name of a Hub dataset")
     parser.add_argument("--train-split", default="train", help="split to train on")
     parser.add_argument("--eval-split", default="validation", help="split to evaluate on ('none' to skip)")
-    parser.add_argument("--image-column", default="image", help="column of the images")
-    parser.add_argument("--label-column", default="label", help="column of the label maps (class ids)")
-    parser.add_argument(
-        "--reduce-labels", action="store_true", help="label 0 is an ignored background: 0->255, k->k-1"
-    )
     parser.add_argument(
         "--streaming", action="store_true", help="stream the training split (large Hub datasets)"
-    )
-    parser.add_argument(
-        "--class-names", nargs="+", help="class names in label-id order (default: the recipe's)"
-    )
-    parser.add_argument(
-        "--unseen-label-ids", type=int, nargs="*", help="unseen classes (default: the recipe's)"
     )
     parser.add_argument("--setting", choices=SETTINGS, help="override the recipe's setting")
     parser.add_argument("--num-train-images", type=int, default=256, help="synthetic data: training images")
@@ -349,6 +340,7 @@ def main(argv=None) -> dict | None:
         num_classes=len(class_names),
     )
     train_data = load_split(args, args.train_split, recipe, streaming=args.streaming)
+    eval_data = load_eval_data(args, recipe)  # once, before training: its errors come early
     set_class = StreamingTrainingSet if args.streaming else TrainingSet
     train_set = set_class(train_data, transform, args.image_column, args.label_column, args.seed)
     train_loader = DataLoader(
@@ -420,7 +412,7 @@ def main(argv=None) -> dict | None:
                 and completed_steps % args.eval_steps == 0
                 and completed_steps < recipe.max_steps
             ):
-                results = run_evaluation(args, recipe, accelerator, model)
+                results = run_evaluation(args, recipe, accelerator, model, eval_data)
                 if results is not None and args.report_to:
                     accelerator.log(
                         {f"eval/{k}": v for k, v in results.items() if k in SUMMARY}, step=completed_steps
@@ -435,7 +427,7 @@ def main(argv=None) -> dict | None:
                 log.write(json.dumps(record) + "\n")
 
     # 6. evaluate and save the model folder
-    results = run_evaluation(args, recipe, accelerator, model)
+    results = run_evaluation(args, recipe, accelerator, model, eval_data)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process and not args.no_save_model:
         unwrapped = accelerator.unwrap_model(model)
@@ -473,13 +465,21 @@ def _finite(value) -> bool:
     return value is not None and math.isfinite(float(value))
 
 
-def run_evaluation(args, recipe, accelerator, model) -> dict | None:
-    """Evaluate on --eval-split (all processes), print the table, write OUTPUT_DIR/eval_results.json."""
+def load_eval_data(args, recipe):
+    """--eval-split (its first --max-eval-images rows), or None for 'none'."""
     if args.eval_split == "none":
         return None
     data = load_split(args, args.eval_split, recipe)
     if args.max_eval_images:
         data = data.select(range(min(args.max_eval_images, len(data))))
+    return data
+
+
+def run_evaluation(args, recipe, accelerator, model, data) -> dict | None:
+    """Evaluate on `data` from `load_eval_data` (all processes), print the table, write
+    OUTPUT_DIR/eval_results.json. None without evaluation data."""
+    if data is None:
+        return None
     unwrapped = accelerator.unwrap_model(model)
     processor = default_image_processor(unwrapped.config)
     processor.size = {"shortest_edge": recipe.split.test_short_side}
