@@ -42,6 +42,7 @@ import torch
 
 import otseg_hf
 from otseg_hf import OTSegConfig, OTSegForSemanticSegmentation, modeling_mps
+from otseg_hf.configuration_zero_shot import SINKHORN_GRAD_MODES
 from otseg_hf.label_settings import zero_shot_loss
 from otseg_hf.testing import tiny_clip_config
 
@@ -122,6 +123,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="override config.sinkhorn_tol (default 1e-6); 0 runs all sinkhorn_max_iter (100) iterations: "
         "the worst case, whereas random weights converge in a few",
     )
+    parser.add_argument(
+        "--sinkhorn-grad-mode",
+        choices=SINKHORN_GRAD_MODES,
+        default="recompute",
+        help="config.sinkhorn_grad_mode: how training backpropagates through the Sinkhorn iterations",
+    )
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
     if args.repeats is None:
@@ -149,9 +156,10 @@ def build_config(args: argparse.Namespace) -> OTSegConfig:
             decoder_ffn_dim=64,
             inference_window_size=64,
             inference_window_stride=48,
+            sinkhorn_grad_mode=args.sinkhorn_grad_mode,
         )
     else:
-        config = OTSegConfig(seen_label_ids=None)
+        config = OTSegConfig(seen_label_ids=None, sinkhorn_grad_mode=args.sinkhorn_grad_mode)
     if args.sinkhorn_tol is not None:
         # set after validation on purpose: the config refuses 0, which here means "never stop early"
         config.sinkhorn_tol = args.sinkhorn_tol
@@ -507,7 +515,7 @@ def print_header(args: argparse.Namespace, config: OTSegConfig) -> None:
         f"model: {vision.image_size}x{vision.image_size} images, patch {vision.patch_size} (M = {grid * grid} pixels), "
         f"{vision.num_hidden_layers} vision layers of width {vision.hidden_size}, D = {config.projection_dim}, "
         f"{config.num_visual_prompts} visual prompts, {config.num_decoder_layers} decoder layers, "
-        f"Sinkhorn max {config.sinkhorn_max_iter} iterations, tol {config.sinkhorn_tol:g}; {total / 1e6:.1f}M parameters, "
+        f"Sinkhorn max {config.sinkhorn_max_iter} iterations, tol {config.sinkhorn_tol:g}, backward {config.sinkhorn_grad_mode}; {total / 1e6:.1f}M parameters, "
         f"{trainable / 1e6:.2f}M trainable; random weights"
     )
     print(f"times: median of {args.repeats} timed run(s) after {args.warmup} warm-up run(s)", flush=True)

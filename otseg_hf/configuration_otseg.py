@@ -72,6 +72,11 @@ class OTSegConfig(ZeroShotSegmentationConfigMixin, PretrainedConfig):
             Most Sinkhorn iterations.
         sinkhorn_tol (`float`, *optional*, defaults to 1e-6):
             Sinkhorn stopping tolerance on mean |u - u_prev|.
+        sinkhorn_grad_mode (`str`, *optional*, defaults to `"recompute"`):
+            How training backpropagates through the Sinkhorn iterations, always exactly: `"recompute"` keeps the
+            potentials of every iteration, `"checkpoint"` those of every sqrt(max_iter)-th only (the same
+            gradient to the bit, less memory, a slower backward), `"unrolled"` lets autograd record every
+            iteration (most memory; for double backward). See `otseg_hf.sinkhorn.log_sinkhorn`.
         matching (`str`, *optional*, defaults to `"sinkhorn"`):
             How pixels are matched to prompts in the MPS path and the decoder: `"sinkhorn"` (optimal transport,
             the paper) or `"softmax"` (plain cross-attention, T = softmax over pixels of S / epsilon divided by N:
@@ -127,6 +132,7 @@ class OTSegConfig(ZeroShotSegmentationConfigMixin, PretrainedConfig):
         sinkhorn_max_iter: int = 100,
         sinkhorn_tol: float = 1e-6,
         matching: str = "sinkhorn",
+        sinkhorn_grad_mode: str = "recompute",
         ensemble_weight: float = 0.5,
         seen_class_penalty: float = 0.1,
         focal_loss_weight: float = 100.0,
@@ -156,6 +162,7 @@ class OTSegConfig(ZeroShotSegmentationConfigMixin, PretrainedConfig):
         self.sinkhorn_max_iter = sinkhorn_max_iter
         self.sinkhorn_tol = sinkhorn_tol
         self.matching = matching
+        self.sinkhorn_grad_mode = sinkhorn_grad_mode
         self.ensemble_weight = ensemble_weight
         self.seen_class_penalty = seen_class_penalty
         self.focal_loss_weight = focal_loss_weight

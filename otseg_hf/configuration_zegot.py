@@ -63,6 +63,11 @@ class ZegOTConfig(ZeroShotSegmentationConfigMixin, PretrainedConfig):
             Most Sinkhorn iterations.
         sinkhorn_tol (`float`, *optional*, defaults to 1e-6):
             Sinkhorn stopping tolerance on mean |u - u_prev|.
+        sinkhorn_grad_mode (`str`, *optional*, defaults to `"recompute"`):
+            How training backpropagates through the Sinkhorn iterations, always exactly: `"recompute"` keeps the
+            potentials of every iteration, `"checkpoint"` those of every sqrt(max_iter)-th only (the same
+            gradient to the bit, less memory, a slower backward), `"unrolled"` lets autograd record every
+            iteration (most memory; for double backward). See `otseg_hf.sinkhorn.log_sinkhorn`.
         focal_loss_weight (`float`, *optional*, defaults to 100.0):
             Weight of the sigmoid focal loss of each map.
         dice_loss_weight (`float`, *optional*, defaults to 1.0):
@@ -108,6 +113,7 @@ class ZegOTConfig(ZeroShotSegmentationConfigMixin, PretrainedConfig):
         sinkhorn_epsilon: float = 0.05,
         sinkhorn_max_iter: int = 100,
         sinkhorn_tol: float = 1e-6,
+        sinkhorn_grad_mode: str = "recompute",
         focal_loss_weight: float = 100.0,
         dice_loss_weight: float = 1.0,
         focal_alpha: float = 0.25,
@@ -133,6 +139,7 @@ class ZegOTConfig(ZeroShotSegmentationConfigMixin, PretrainedConfig):
         self.sinkhorn_epsilon = sinkhorn_epsilon
         self.sinkhorn_max_iter = sinkhorn_max_iter
         self.sinkhorn_tol = sinkhorn_tol
+        self.sinkhorn_grad_mode = sinkhorn_grad_mode
         self.focal_loss_weight = focal_loss_weight
         self.dice_loss_weight = dice_loss_weight
         self.focal_alpha = focal_alpha

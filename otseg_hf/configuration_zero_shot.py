@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 from transformers import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 
+# `log_sinkhorn` grad modes a model may train with (all exact; "detach" would cut the gradient)
+SINKHORN_GRAD_MODES = ("recompute", "checkpoint", "unrolled")
 VOC_CLASS_NAMES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
@@ -182,6 +184,10 @@ class ZeroShotSegmentationConfigMixin:
         for name in ("sinkhorn_epsilon", "sinkhorn_tol"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.sinkhorn_grad_mode not in SINKHORN_GRAD_MODES:
+            raise ValueError(
+                f"sinkhorn_grad_mode must be one of {SINKHORN_GRAD_MODES}, got {self.sinkhorn_grad_mode!r}"
+            )
         for name in ("focal_loss_weight", "dice_loss_weight", "focal_gamma", "seen_class_penalty"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

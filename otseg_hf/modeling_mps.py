@@ -37,6 +37,7 @@ def sinkhorn_similarity_map(
     max_iter: int = 100,
     tol: float = 1e-6,
     matching: str = "sinkhorn",
+    grad_mode: str = "recompute",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Optimal-transport matching of pixels to each class's prompts (spec sections 4 and 5.2-5.3).
 
@@ -49,6 +50,7 @@ def sinkhorn_similarity_map(
         prompt_embeds: (B, K, N, D) L2-normalised prompt embeddings.
         matching: `"sinkhorn"`, or `"softmax"` for the ablation without transport: T = softmax over the pixels
             of S / epsilon, divided by N (each prompt's column sums to 1/N, the pixel marginal is free).
+        grad_mode: `log_sinkhorn`'s backward (`"recompute"`, `"checkpoint"` or `"unrolled"`).
 
     Returns:
         The map (B, K, M) and the plan (B, K, M, N).
@@ -60,7 +62,7 @@ def sinkhorn_similarity_map(
         plan = torch.softmax(similarity.float() / epsilon, dim=2) / num_prompts  # (B, K, M, N)
     else:
         plan = log_sinkhorn(
-            (1 - similarity).flatten(0, 1), epsilon, max_iter=max_iter, tol=tol
+            (1 - similarity).flatten(0, 1), epsilon, max_iter=max_iter, tol=tol, grad_mode=grad_mode
         )  # (B K, M, N)
         plan = plan.view(batch, num_classes, num_pixels, num_prompts)
     score = (plan * similarity).sum(-1) * (num_pixels * num_prompts)  # (B, K, M)
@@ -74,10 +76,11 @@ def multi_prompt_sinkhorn_score(
     max_iter: int = 100,
     tol: float = 1e-6,
     matching: str = "sinkhorn",
+    grad_mode: str = "recompute",
 ) -> torch.Tensor:
     """The MPS score map (spec section 4): (B, M, D) pixels, (B, K, N, D) queries -> (B, K, M)."""
     queries = F.normalize(queries, dim=-1)
-    score, _ = sinkhorn_similarity_map(pixel_embeds, queries, epsilon, max_iter, tol, matching)
+    score, _ = sinkhorn_similarity_map(pixel_embeds, queries, epsilon, max_iter, tol, matching, grad_mode)
     return score
 
 

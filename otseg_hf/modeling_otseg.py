@@ -89,10 +89,7 @@ class OTSegDecoderLayer(nn.Module):
     def __init__(self, config: OTSegConfig, last: bool = False):
         super().__init__()
         dim = config.projection_dim
-        self.epsilon = config.sinkhorn_epsilon
-        self.max_iter = config.sinkhorn_max_iter
-        self.tol = config.sinkhorn_tol
-        self.matching = config.matching
+        self.config = config  # the Sinkhorn fields are read at every call, like the head's
         self.q_proj = nn.Linear(dim, dim)
         self.k_proj = nn.Linear(dim, dim)
         self.last = last
@@ -114,7 +111,16 @@ class OTSegDecoderLayer(nn.Module):
         q = F.normalize(self.q_proj(queries), dim=-1)
         k = F.normalize(self.k_proj(memory), dim=-1)
         # 2-3. transport plan (B, K, M, N) and the layer's similarity map (B, K, M)
-        layer_map, plan = sinkhorn_similarity_map(k, q, self.epsilon, self.max_iter, self.tol, self.matching)
+        config = self.config
+        layer_map, plan = sinkhorn_similarity_map(
+            k,
+            q,
+            config.sinkhorn_epsilon,
+            config.sinkhorn_max_iter,
+            config.sinkhorn_tol,
+            config.matching,
+            config.sinkhorn_grad_mode,
+        )
         if self.last:
             return None, layer_map
         # 4. the plan is the attention: out[b,k,n] = sum_m T[b,k,m,n] v[b,m] (no renormalisation)
@@ -172,6 +178,7 @@ class OTSegHead(nn.Module):
             config.sinkhorn_max_iter,
             config.sinkhorn_tol,
             config.matching,
+            config.sinkhorn_grad_mode,
         )
         decoder = self.decoder(queries, pixel_embeds)
         return decoder, score

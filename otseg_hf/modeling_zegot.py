@@ -299,6 +299,7 @@ class ZegOTForSemanticSegmentation(ZegOTPreTrainedModel):
                 config.sinkhorn_epsilon,
                 config.sinkhorn_max_iter,
                 config.sinkhorn_tol,
+                grad_mode=config.sinkhorn_grad_mode,
             )
             for descriptor, pixels in zip(self.descriptors, pixel_embeds)
         ]

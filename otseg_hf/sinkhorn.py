@@ -25,11 +25,13 @@ References:
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 
 _LOG_EPS = 1e-8  # the reference adds this inside log(mu) and log(nu)
+GRAD_MODES = ("recompute", "checkpoint", "unrolled", "detach")
 
 
 class SinkhornResult(NamedTuple):
@@ -65,21 +67,28 @@ def _kernel(u: torch.Tensor, v: torch.Tensor, cost: torch.Tensor, epsilon: float
     return (u.unsqueeze(2) + v.unsqueeze(1) - cost) / epsilon
 
 
-def _iterate(cost, log_mu, log_nu, epsilon, max_iter, tol, check_every, history=None):
+def _update_u(u, v, cost, log_mu, epsilon):
+    """The first half of an iteration: u_t from (u_{t-1}, v_{t-1})."""
+    return u + epsilon * (log_mu - torch.logsumexp(_kernel(u, v, cost, epsilon), dim=2))
+
+
+def _iterate(cost, log_mu, log_nu, epsilon, max_iter, tol, check_every, history=None, keep_every=1):
     """Run the iterations; return the potentials of the first converged iteration and its number.
 
-    When `history` is a list, the potentials of every iteration (u_0, v_0 first) are appended to it
-    up to the returned one.
+    When `history` is a pair of lists `(us, vs)`, the source potentials of iterations 0, keep_every,
+    2 keep_every, ... and the target potentials of every iteration (u_0 = v_0 = 0 first) are appended to
+    them up to the returned iteration.
     """
     batch, m, n = cost.shape
     u, v = cost.new_zeros(batch, m), cost.new_zeros(batch, n)
     if history is not None:
-        history.append((u, v))
+        history[0].append(u)
+        history[1].append(v)
     fixed_count = torch.jit.is_tracing() or torch.compiler.is_compiling()
     window: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (u, v, err) per iteration
     for it in range(1, max_iter + 1):
         u_prev = u
-        u = u + epsilon * (log_mu - torch.logsumexp(_kernel(u, v, cost, epsilon), dim=2))
+        u = _update_u(u, v, cost, log_mu, epsilon)
         v = v + epsilon * (log_nu - torch.logsumexp(_kernel(u, v, cost, epsilon), dim=1))
         if fixed_count:
             continue
@@ -88,18 +97,30 @@ def _iterate(cost, log_mu, log_nu, epsilon, max_iter, tol, check_every, history=
             converged = torch.stack([err.detach() for _, _, err in window]) < tol
             hits = converged.nonzero()  # the one host synchronisation of this window
             first = int(hits[0, 0]) if hits.numel() > 0 else len(window) - 1
+            start = it - len(window) + 1  # the iteration of window[0]
             if history is not None:
-                history.extend((wu, wv) for wu, wv, _ in window[: first + 1])
+                for t, (wu, wv, _) in enumerate(window[: first + 1], start):
+                    if t % keep_every == 0:
+                        history[0].append(wu)
+                    history[1].append(wv)
             if hits.numel() > 0 or it == max_iter:
                 u, v, _ = window[first]
-                return u, v, it - len(window) + 1 + first
+                return u, v, start + first
             window.clear()
     return u, v, max_iter
 
 
 class _SinkhornRecompute(torch.autograd.Function):
-    """Sinkhorn with an exact backward through the unrolled iterations that keeps only the potentials
-    of each iteration ((B, M) + (B, N)) and recomputes the (B, M, N) kernels in reverse order.
+    """Sinkhorn with an exact backward through the unrolled iterations that keeps only the potentials and
+    recomputes the (B, M, N) kernels in reverse order.
+
+    `keep_every=1` (grad_mode "recompute") keeps u_t (B, M) and v_t (B, N) of every iteration. `keep_every=k`
+    (grad_mode "checkpoint", k = ceil(sqrt(max_iter))) keeps v_t of every iteration (N, the prompts, is the
+    small side) and u_t of every k-th only; the backward pass goes through the iterations in segments of k
+    from the last and recomputes a segment's u_t from its first one with the forward's own update (the same
+    operations on the same inputs: the same u_t, to the bit, so the same gradient). Memory: about
+    iterations x B N + (iterations / k + k) x B M numbers instead of iterations x B (M + N); time: one more
+    logsumexp over (B, M, N) per iteration.
 
     In the iterations u_t depends on v_{t-1} and C only (d u_t / d u_{t-1} = 1 - sum_n P_u = 0), and v_t
     on u_t and C only. With P_u = softmax_n((u_{t-1} + v_{t-1} - C) / eps) and
@@ -109,19 +130,21 @@ class _SinkhornRecompute(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, cost, log_mu, log_nu, epsilon, max_iter, tol, check_every):
-        history: list[tuple[torch.Tensor, torch.Tensor]] = []
-        u, v, n_iter = _iterate(cost, log_mu, log_nu, epsilon, max_iter, tol, check_every, history)
+    def forward(ctx, cost, log_mu, log_nu, epsilon, max_iter, tol, check_every, keep_every):
+        history: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
+        u, v, n_iter = _iterate(
+            cost, log_mu, log_nu, epsilon, max_iter, tol, check_every, history, keep_every
+        )
         plan = torch.exp(_kernel(u, v, cost, epsilon))
-        ctx.save_for_backward(cost, plan)
-        ctx.history, ctx.epsilon = history, epsilon
+        ctx.save_for_backward(cost, plan, log_mu)
+        ctx.history, ctx.epsilon, ctx.keep_every, ctx.n_iter = history, epsilon, keep_every, n_iter
         ctx.mark_non_differentiable(u, v)
         return plan, u, v, torch.tensor(n_iter)
 
     @staticmethod
     def backward(ctx, grad_plan, _grad_u, _grad_v, _grad_n):
-        cost, plan = ctx.saved_tensors
-        history, epsilon = ctx.history, ctx.epsilon
+        cost, plan, log_mu = ctx.saved_tensors
+        (u_kept, vs), epsilon, keep_every = ctx.history, ctx.epsilon, ctx.keep_every
         scaled_cost = cost / epsilon
 
         def softmax_kernel(u, v, dim):  # softmax over `dim` of (u_m + v_n - C_mn) / eps
@@ -133,16 +156,24 @@ class _SinkhornRecompute(torch.autograd.Function):
         grad_u = grad_z.sum(2) / epsilon
         grad_v = grad_z.sum(1) / epsilon
         grad_cost = grad_z.div_(-epsilon)
-        for t in range(len(history) - 1, 0, -1):
-            u_prev, v_prev = history[t - 1]
-            weighted = softmax_kernel(history[t][0], v_prev, dim=1).mul_(grad_v.unsqueeze(1))
-            grad_cost.add_(weighted)
-            grad_u = grad_u - weighted.sum(2)
-            weighted = softmax_kernel(u_prev, v_prev, dim=2).mul_(grad_u.unsqueeze(2))
-            grad_cost.add_(weighted)
-            grad_v = -weighted.sum(1)
-            grad_u = torch.zeros_like(grad_u)
-        return grad_cost, None, None, None, None, None, None
+        for first in reversed(range(0, ctx.n_iter, keep_every)):  # segments first .. last
+            last = min(first + keep_every, ctx.n_iter)
+            if keep_every == 1:
+                us = u_kept[first : last + 1]
+            else:  # u_first .. u_last
+                us = [u_kept[first // keep_every]]
+                for t in range(first + 1, last + 1):
+                    us.append(_update_u(us[-1], vs[t - 1], cost, log_mu, epsilon))
+            for t in range(last, first, -1):
+                u_prev, v_prev = us[t - 1 - first], vs[t - 1]
+                weighted = softmax_kernel(us[t - first], v_prev, dim=1).mul_(grad_v.unsqueeze(1))
+                grad_cost.add_(weighted)
+                grad_u = grad_u - weighted.sum(2)
+                weighted = softmax_kernel(u_prev, v_prev, dim=2).mul_(grad_u.unsqueeze(2))
+                grad_cost.add_(weighted)
+                grad_v = -weighted.sum(1)
+                grad_u = torch.zeros_like(grad_u)
+        return grad_cost, None, None, None, None, None, None, None
 
 
 def log_sinkhorn(
@@ -170,9 +201,12 @@ def log_sinkhorn(
         check_every (`int`, defaults to 10): the convergence test is read back to the host once per
             this many iterations (a performance knob: the result does not depend on it). When tracing
             or compiling, no check is made and exactly `max_iter` iterations run.
-        grad_mode (`str`, defaults to `"recompute"`): how gradients reach `cost`, both exactly through the
+        grad_mode (`str`, defaults to `"recompute"`): how gradients reach `cost`, all exactly through the
             unrolled iterations. `"recompute"` keeps only the potentials of each iteration and recomputes
             the (B, M, N) kernels in the backward pass (memory O(iterations x B (M + N)));
+            `"checkpoint"` keeps the (B, M) potentials of every ceil(sqrt(max_iter))-th iteration only and
+            recomputes the others too: the same gradient to the bit, less memory (iterations x B N +
+            O(sqrt(max_iter) x B M)) for one more logsumexp per iteration in the backward pass;
             `"unrolled"` lets autograd record every iteration (memory O(iterations x B M N); needed for
             double backward and tracing). `"detach"` returns a plan without gradient.
         return_info (`bool`, defaults to False): return a `SinkhornResult` instead of the plan alone.
@@ -190,8 +224,8 @@ def log_sinkhorn(
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")
     if check_every < 1:
         raise ValueError(f"check_every must be >= 1, got {check_every}")
-    if grad_mode not in ("recompute", "unrolled", "detach"):
-        raise ValueError(f"grad_mode must be 'recompute', 'unrolled' or 'detach', got {grad_mode!r}")
+    if grad_mode not in GRAD_MODES:
+        raise ValueError(f"grad_mode must be one of {GRAD_MODES}, got {grad_mode!r}")
     if cost.dtype in (torch.float16, torch.bfloat16):
         cost = cost.float()
     batch, m, n = cost.shape
@@ -205,9 +239,15 @@ def log_sinkhorn(
     tracing = torch.jit.is_tracing() or torch.compiler.is_compiling()
     if grad_mode == "detach":
         cost = cost.detach()
-    if grad_mode == "recompute" and cost.requires_grad and torch.is_grad_enabled() and not tracing:
+    if (
+        grad_mode in ("recompute", "checkpoint")
+        and cost.requires_grad
+        and torch.is_grad_enabled()
+        and not tracing
+    ):
+        keep_every = 1 if grad_mode == "recompute" else math.isqrt(max_iter - 1) + 1  # ceil(sqrt(max_iter))
         plan, u, v, n_iter = _SinkhornRecompute.apply(
-            cost, log_mu, log_nu, epsilon, max_iter, tol, check_every
+            cost, log_mu, log_nu, epsilon, max_iter, tol, check_every, keep_every
         )
         n_iter = int(n_iter)
     else:

@@ -873,3 +873,27 @@ def test_softmax_matching_model_runs_and_differs(make_model):
         assert not torch.allclose(sinkhorn(pixel_values).logits, softmax(pixel_values).logits)
     with pytest.raises(ValueError, match="matching"):
         make_model(matching="greedy")
+
+
+# ------------------------------------------------------------------------------------------------
+# sinkhorn_grad_mode: how training backpropagates through the iterations
+# ------------------------------------------------------------------------------------------------
+def test_sinkhorn_grad_modes_give_the_same_gradients(make_model):
+    """ "checkpoint" keeps fewer potentials and must give the default's gradients to the bit (every Sinkhorn
+    call: the MPS path and each decoder layer); "unrolled" lets autograd record the iterations: equal up to
+    rounding. Dropout off, so the three runs see the same network."""
+    gradients = {}
+    for mode in ("recompute", "checkpoint", "unrolled"):
+        model = perturb_(make_model(sinkhorn_grad_mode=mode, visual_prompt_dropout=0.0, decoder_dropout=0.0,
+                                    attention_dropout=0.0)).train()  # fmt: skip
+        model(images(), labels=hand_labels()).loss.backward()
+        gradients[mode] = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert gradients["recompute"].keys() == gradients["checkpoint"].keys() == gradients["unrolled"].keys()
+    assert any("decoder" in name for name in gradients["recompute"])
+    for name, grad in gradients["recompute"].items():
+        assert torch.equal(gradients["checkpoint"][name], grad), name
+        torch.testing.assert_close(
+            gradients["unrolled"][name], grad, rtol=1e-3, atol=1e-4 * grad.abs().max().item()
+        )
+    with pytest.raises(ValueError, match="sinkhorn_grad_mode"):
+        make_model(sinkhorn_grad_mode="detach")

@@ -575,3 +575,21 @@ def test_text_embeds_of_a_wrong_shape_are_a_clear_error_before_the_loss(build, b
     labels = torch.zeros(1, 32, 32, dtype=torch.long)
     with pytest.raises(ValueError, match="text_embeds must have shape"):
         model(pixel_values, labels=labels, text_embeds=bad)
+
+
+def test_sinkhorn_grad_modes_give_the_same_gradients(build):
+    """ "checkpoint" gives the default's gradients to the bit, "unrolled" up to rounding (spec: exact gradients)."""
+    gradients = {}
+    for mode in ("recompute", "checkpoint", "unrolled"):
+        model = build(sinkhorn_grad_mode=mode).train()
+        model(images(), labels=random_labels()).loss.backward()
+        gradients[mode] = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert gradients["recompute"].keys() == gradients["checkpoint"].keys() == gradients["unrolled"].keys()
+    assert any("descriptors" in name for name in gradients["recompute"])
+    for name, grad in gradients["recompute"].items():
+        assert torch.equal(gradients["checkpoint"][name], grad), name
+        torch.testing.assert_close(
+            gradients["unrolled"][name], grad, rtol=1e-3, atol=1e-4 * grad.abs().max().item()
+        )
+    with pytest.raises(ValueError, match="sinkhorn_grad_mode"):
+        build(sinkhorn_grad_mode="implicit")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import ot
 import pytest
@@ -251,7 +253,7 @@ def test_half_precision_costs(dtype, m):
 # ------------------------------------------------------------------------------------------------
 # gradients
 # ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("grad_mode", ["recompute", "unrolled"])
+@pytest.mark.parametrize("grad_mode", ["recompute", "checkpoint", "unrolled"])
 @pytest.mark.parametrize("tol", [0.0, 1e-3])
 def test_gradcheck_float64(grad_mode, tol):
     """Fixed iteration count (tol=0), and an early stop inside a check window (tol=1e-3)."""
@@ -266,7 +268,8 @@ def test_gradcheck_float64(grad_mode, tol):
 
 
 @pytest.mark.parametrize(
-    ("grad_mode", "check_every"), [("recompute", 1), ("recompute", 3), ("recompute", 10), ("unrolled", 10)]
+    ("grad_mode", "check_every"),
+    [("recompute", 1), ("recompute", 3), ("recompute", 10), ("checkpoint", 3), ("unrolled", 10)],
 )
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize(
@@ -306,6 +309,41 @@ def test_gradient_of_half_cost():
     )
 
 
+@pytest.mark.parametrize(
+    ("max_iter", "tol", "check_every"),
+    [(100, 1e-6, 10), (100, 0.0, 10), (7, 1e-3, 3), (1, 0.0, 1), (37, 1e-5, 4)],
+)
+def test_checkpoint_gives_the_recompute_gradient_to_the_bit(max_iter, tol, check_every):
+    """Rerunning a segment's iterations from its kept potentials reproduces the forward's exactly."""
+    cost = 2 * torch.rand(3, 40, 5, generator=torch.Generator().manual_seed(max_iter))
+    weights = torch.randn(3, 40, 5, generator=torch.Generator().manual_seed(1))
+    grads = []
+    for mode in ("recompute", "checkpoint"):
+        leaf = cost.clone().requires_grad_(True)
+        plan = log_sinkhorn(leaf, 0.05, max_iter, tol, check_every=check_every, grad_mode=mode)
+        (plan * weights).sum().backward()
+        grads.append(leaf.grad)
+    assert torch.equal(grads[0], grads[1]) and grads[0].abs().max() > 0
+
+
+@pytest.mark.parametrize(
+    ("max_iter", "tol", "kept"), [(100, 0.0, 11), (100, 1e-3, None), (8, 0.0, 3), (1, 0.0, 2)]
+)
+def test_recompute_keeps_small_potentials_and_every_kth_large_one(max_iter, tol, kept):
+    """Memory of the recompute backward: the (B, N) potentials of every iteration, the (B, M) ones of iterations
+    0, k, 2k, ... only, k = ceil(sqrt(max_iter)); the gradient tests above check that it still equals the
+    unrolled one."""
+    cost = cosine_cost(2, 16, 4, seed=0).requires_grad_(True)
+    result = log_sinkhorn(cost, 0.05, max_iter=max_iter, tol=tol, grad_mode="checkpoint", return_info=True)
+    keep_every = math.ceil(math.sqrt(max_iter))
+    us, vs = result.plan.grad_fn.history  # the autograd node of the custom Function is its ctx
+    assert len(us) == result.n_iter // keep_every + 1 == (kept or len(us))
+    assert len(vs) == result.n_iter + 1
+    assert all(u.shape == (2, 16) for u in us) and all(v.shape == (2, 4) for v in vs)
+    if kept is None:  # an early stop between two kept iterations
+        assert result.n_iter < max_iter and result.n_iter % keep_every
+
+
 def test_detach_mode_gives_same_plan_without_gradient():
     cost = cosine_cost(2, 16, 4, seed=0).requires_grad_(True)
     detached = log_sinkhorn(cost, 0.1, grad_mode="detach")
@@ -316,7 +354,8 @@ def test_detach_mode_gives_same_plan_without_gradient():
 
 def test_grad_modes_give_the_same_plan():
     cost = cosine_cost(2, 16, 4, seed=0).requires_grad_(True)
-    plans = [log_sinkhorn(cost, 0.05, grad_mode=mode) for mode in ("recompute", "unrolled", "detach")]
+    modes = ("recompute", "checkpoint", "unrolled", "detach")
+    plans = [log_sinkhorn(cost, 0.05, grad_mode=mode) for mode in modes]
     for plan in plans[1:]:
         torch.testing.assert_close(plan, plans[0], rtol=0, atol=0)
 
