@@ -6,8 +6,8 @@ to the label size before the loss, as in the reference.
 
 Two paths compute the same numbers:
 - `mask_loss_reference`: the plain autograd transcription (one-hot targets, full-size tensors).
-- `mask_loss`: the default. It walks the classes in chunks and recomputes each chunk in the
-  backward pass with the analytic gradient, so the memory never holds more than one chunk of
+- `mask_loss`: the default. It walks the classes in chunks and computes each chunk's loss and, in
+  the same pass, its analytic gradient, so the memory never holds more than one chunk of
   full-resolution maps (the reference holds ~10 full (B, K, H, W) tensors per path).
 """
 
@@ -86,63 +86,106 @@ def mask_loss_reference(
 
 
 class _ChunkedMaskLoss(torch.autograd.Function):
-    """Focal + dice over class chunks; the backward recomputes each chunk (analytic gradient)."""
+    """Focal + dice over class chunks. When the logits need a gradient, the forward pass also computes it,
+    chunk by chunk with the analytic formulas, while the chunk's full-resolution maps are at hand: the
+    backward pass only scales the stored (B, K, h, w) gradient, and no full-resolution map is computed twice."""
 
     @staticmethod
     def forward(ctx, logits, labels, num_masks, focal_weight, dice_weight, alpha, gamma, chunk):
         size = labels.shape[-2:]
         focal_total = logits.new_zeros((), dtype=_compute_dtype(logits))
         dice_total = logits.new_zeros((), dtype=_compute_dtype(logits))
-        stats = []
+        needs_grad = ctx.needs_input_grad[0]
+        scale = num_masks.new_ones(()) / num_masks  # the backward's grad_output / num_masks for grad_output 1
+        grads = []
         for start in range(0, logits.shape[1], chunk):
             x, y = _chunk_maps(logits, labels, start, chunk, size)
             p = x.sigmoid()
             ce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
-            p_t = p * y + (1 - p) * (1 - y)
-            focal = ce * (1 - p_t) ** gamma
+            # in-place arithmetic where a temporary would do: the same operations in the same order as
+            # `mask_loss_reference`, so the same numbers to the bit, with fewer full-resolution allocations
+            p_y = p * y
+            one_minus_y = 1 - y
+            focal = (1 - p).mul_(one_minus_y).add_(p_y)  # p_t = p y + (1 - p)(1 - y)
+            focal = torch.sub(1, focal, out=focal).pow_(gamma).mul_(ce)  # ce (1 - p_t)^gamma
+            alpha_t = None
             if alpha >= 0:
-                focal = (alpha * y + (1 - alpha) * (1 - y)) * focal
+                alpha_t = one_minus_y.mul_(1 - alpha).add_(alpha * y)  # alpha y + (1 - alpha)(1 - y)
+                focal.mul_(alpha_t)
             focal_total = focal_total + focal.mean(-1).sum()
-            inter, p_sum, y_sum = (p * y).sum(-1), p.sum(-1), y.sum(-1)
+            del focal, one_minus_y
+            inter, p_sum, y_sum = p_y.sum(-1), p.sum(-1), y.sum(-1)
             present = (y_sum > 0).to(x.dtype)
-            dice_total = dice_total + ((1 - (2 * inter + 1) / (p_sum + y_sum + 1)) * present).sum()
-            stats.append((inter, p_sum + y_sum + 1, present))
-        ctx.save_for_backward(logits, labels, num_masks)
-        ctx.stats = stats
-        ctx.args = (focal_weight, dice_weight, alpha, gamma, chunk)
+            denom = p_sum + y_sum + 1
+            dice_total = dice_total + ((1 - (2 * inter + 1) / denom) * present).sum()
+            if needs_grad:
+                grads.append(
+                    _chunk_gradient(
+                        logits[:, start : start + chunk],
+                        x,
+                        y,
+                        p,
+                        p_y,
+                        ce,
+                        alpha_t,
+                        inter,
+                        denom,
+                        present,
+                        focal_weight,
+                        dice_weight,
+                        gamma,
+                        scale,
+                        size,
+                    )  # fmt: skip
+                )
+        ctx.grad = torch.cat(grads, dim=1) if needs_grad else None
+        ctx.logits_dtype = logits.dtype
         return (focal_weight * focal_total + dice_weight * dice_total) / num_masks
 
     @staticmethod
     def backward(ctx, grad_output):
-        logits, labels, num_masks = ctx.saved_tensors
-        focal_weight, dice_weight, alpha, gamma, chunk = ctx.args
-        size = labels.shape[-2:]
-        scale = grad_output / num_masks
-        grads = []
-        for index, start in enumerate(range(0, logits.shape[1], chunk)):
-            inter, denom, present = ctx.stats[index]
-            x, y = _chunk_maps(logits, labels, start, chunk, size)
-            p = x.sigmoid()
-            dp = p * (1 - p)  # dp/dx
-            one_minus_pt = p + y - 2 * p * y  # 1 - p_t for binary y
-            ce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
-            # d/dx [ce * (1 - p_t)^gamma], with d ce/dx = p - y and d(1 - p_t)/dx = (1 - 2y) dp
-            d_focal = (p - y) * one_minus_pt**gamma
-            if gamma != 0:
-                d_focal = d_focal + ce * gamma * one_minus_pt ** (gamma - 1) * (1 - 2 * y) * dp
-            if alpha >= 0:
-                d_focal = d_focal * (alpha * y + (1 - alpha) * (1 - y))
-            # d/dx [1 - (2I + 1) / (P + Y + 1)], I = sum p y, P = sum p
-            d_dice = (
-                -dp * (2 * y * denom.unsqueeze(-1) - (2 * inter + 1).unsqueeze(-1)) / denom.unsqueeze(-1) ** 2
-            )
-            d_x = focal_weight * d_focal / x.shape[-1] + dice_weight * d_dice * present.unsqueeze(-1)
-            d_x = (d_x * scale).view(*d_x.shape[:2], *size)
-            with torch.enable_grad():
-                low = logits[:, start : start + chunk].detach().requires_grad_(True)
-                (grad_low,) = torch.autograd.grad(upsample(low, size).to(d_x.dtype), low, d_x)
-            grads.append(grad_low)
-        return torch.cat(grads, dim=1), None, None, None, None, None, None, None
+        grad = ctx.grad * grad_output.to(
+            ctx.grad.dtype
+        )  # in the compute dtype: a loss scale cannot underflow
+        ctx.grad = None
+        return grad.to(ctx.logits_dtype), None, None, None, None, None, None, None
+
+
+def _chunk_gradient(
+    low, x, y, p, p_y, ce, alpha_t, inter, denom, present, focal_weight, dice_weight, gamma, scale, size
+):
+    """d loss / d low-resolution logits of one chunk, in the compute dtype, for the loss divided by num_masks
+    (`scale` = 1/num_masks).
+
+    x, y, p, ce: the chunk's upsampled logits, targets, sigmoid and cross-entropy, (B, c, HW);
+    inter, denom, present: the dice statistics, (B, c)."""
+    # in place where a temporary would do, in the operations' order of the formulas in the comments
+    dp = (1 - p).mul_(p)  # dp/dx = p (1 - p)
+    one_minus_pt = (p + y).sub_(2 * p_y)  # 1 - p_t = p + y - 2 p y for binary y
+    # d/dx [ce (1 - p_t)^gamma] = (p - y)(1 - p_t)^gamma + ce gamma (1 - p_t)^(gamma - 1) (1 - 2y) dp,
+    # with d ce/dx = p - y and d(1 - p_t)/dx = (1 - 2y) dp
+    d_focal = (p - y).mul_(one_minus_pt**gamma)
+    if gamma != 0:
+        term = ce.mul_(gamma).mul_(one_minus_pt.pow_(gamma - 1)).mul_((1 - 2 * y).mul_(dp))
+        d_focal.add_(term)
+        del term
+    del one_minus_pt
+    if alpha_t is not None:
+        d_focal.mul_(alpha_t)
+    # d/dx [1 - (2I + 1) / (P + Y + 1)] = -dp (2 y D - (2I + 1)) / D^2, I = sum p y, P = sum p, D = P + Y + 1
+    d_dice = dp.neg_().mul_((2 * y).mul_(denom.unsqueeze(-1)).sub_((2 * inter + 1).unsqueeze(-1)))
+    d_dice.div_(denom.unsqueeze(-1) ** 2)
+    # focal_weight d_focal / HW + dice_weight d_dice present, times 1 / num_masks
+    d_x = (
+        d_focal.mul_(focal_weight)
+        .div_(x.shape[-1])
+        .add_(d_dice.mul_(dice_weight).mul_(present.unsqueeze(-1)))
+    )
+    d_x = d_x.mul_(scale).view(*d_x.shape[:2], *size)
+    with torch.enable_grad():
+        low = low.detach().to(d_x.dtype).requires_grad_(True)
+        (grad_low,) = torch.autograd.grad(upsample(low, size), low, d_x)
+    return grad_low
 
 
 def _chunk_maps(logits, labels, start, chunk, size):
