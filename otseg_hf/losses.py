@@ -119,46 +119,32 @@ class _ChunkedMaskLoss(torch.autograd.Function):
             denom = p_sum + y_sum + 1
             dice_total = dice_total + ((1 - (2 * inter + 1) / denom) * present).sum()
             if needs_grad:
-                grads.append(
-                    _chunk_gradient(
-                        logits[:, start : start + chunk],
-                        x,
-                        y,
-                        p,
-                        p_y,
-                        ce,
-                        alpha_t,
-                        inter,
-                        denom,
-                        present,
-                        focal_weight,
-                        dice_weight,
-                        gamma,
-                        scale,
-                        size,
-                    )  # fmt: skip
-                )
+                maps = (x, y, p, p_y, ce, alpha_t)
+                weights = (focal_weight, dice_weight, gamma)
+                low = logits[:, start : start + chunk]
+                grads.append(_chunk_gradient(low, maps, (inter, denom, present), weights, scale, size))
         ctx.grad = torch.cat(grads, dim=1) if needs_grad else None
         ctx.logits_dtype = logits.dtype
         return (focal_weight * focal_total + dice_weight * dice_total) / num_masks
 
     @staticmethod
     def backward(ctx, grad_output):
-        grad = ctx.grad * grad_output.to(
-            ctx.grad.dtype
-        )  # in the compute dtype: a loss scale cannot underflow
+        # scaled in the compute dtype, cast last: a loss scale cannot underflow
+        grad = ctx.grad * grad_output.to(ctx.grad.dtype)
         ctx.grad = None
         return grad.to(ctx.logits_dtype), None, None, None, None, None, None, None
 
 
-def _chunk_gradient(
-    low, x, y, p, p_y, ce, alpha_t, inter, denom, present, focal_weight, dice_weight, gamma, scale, size
-):
+def _chunk_gradient(low, maps, dice_stats, weights, scale, size):
     """d loss / d low-resolution logits of one chunk, in the compute dtype, for the loss divided by num_masks
     (`scale` = 1/num_masks).
 
-    x, y, p, ce: the chunk's upsampled logits, targets, sigmoid and cross-entropy, (B, c, HW);
-    inter, denom, present: the dice statistics, (B, c)."""
+    maps: (x, y, p, p y, ce, alpha_t), the chunk's upsampled logits, targets, sigmoid, p y, cross-entropy and
+    alpha weights (or None), (B, c, HW); dice_stats: (inter, denom, present) of the dice, (B, c); weights:
+    (focal_weight, dice_weight, gamma). `ce` is overwritten (the forward pass is done with it)."""
+    x, y, p, p_y, ce, alpha_t = maps
+    inter, denom, present = dice_stats
+    focal_weight, dice_weight, gamma = weights
     # in place where a temporary would do, in the operations' order of the formulas in the comments
     dp = (1 - p).mul_(p)  # dp/dx = p (1 - p)
     one_minus_pt = (p + y).sub_(2 * p_y)  # 1 - p_t = p + y - 2 p y for binary y
