@@ -1,0 +1,45 @@
+"""Folders saved before the package was redesigned still load and compute what they computed then.
+
+`tests/fixtures/legacy_folders/` was written by otseg-hf at commit f27802f (the script is `MAKE.txt` beside it): a
+tiny OTSeg and a tiny ZegOT folder (save_otseg_folder, with that version's remote code) and the logits that version
+computed for a fixed input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForSemanticSegmentation, pipeline
+
+import otseg_hf  # noqa: F401  (registers the classes)
+from otseg_hf import OTSegForSemanticSegmentation, ZegOTForSemanticSegmentation
+
+FIXTURES = Path(__file__).parent / "fixtures" / "legacy_folders"
+
+
+@pytest.mark.parametrize(
+    ("name", "model_class"), [("otseg", OTSegForSemanticSegmentation), ("zegot", ZegOTForSemanticSegmentation)]
+)
+def test_legacy_folder_loads_and_gives_the_old_logits(name, model_class):
+    expected = load_file(FIXTURES / "expected_logits.safetensors")
+    model = AutoModelForSemanticSegmentation.from_pretrained(FIXTURES / name).eval()
+    assert type(model) is model_class
+    with torch.no_grad():
+        logits = model(expected["pixel_values"]).logits
+    torch.testing.assert_close(logits, expected[f"{name}_logits"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["otseg", "zegot"])
+def test_legacy_folder_runs_in_both_pipelines(name):
+    image = PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8))
+    segments = pipeline("image-segmentation", model=str(FIXTURES / name))(image)
+    assert segments and {s["label"] for s in segments} <= {"red circle", "blue square", "green triangle", "yellow star"}
+    zero_shot = pipeline("zero-shot-image-segmentation", model=str(FIXTURES / name))
+    segments = zero_shot(image, candidate_labels=["red circle", "purple cube"])
+    assert {s["label"] for s in segments} <= {"red circle", "purple cube"}
+    assert all(s["mask"].size == image.size for s in segments)
