@@ -41,9 +41,10 @@ from dataclasses import dataclass
 import torch
 
 import otseg_hf
-from otseg_hf import OTSegConfig, OTSegForSemanticSegmentation, modeling_mps
-from otseg_hf.configuration_zero_shot import SINKHORN_GRAD_MODES
-from otseg_hf.label_settings import zero_shot_loss
+from otseg_hf import OTSegConfig, OTSegForSemanticSegmentation
+from otseg_hf.model import modeling_base
+from otseg_hf.model.configuration_base import SINKHORN_GRAD_MODES
+from otseg_hf.model.loss_targets import zero_shot_loss
 from otseg_hf.testing import tiny_clip_config
 
 EVAL_BATCH = 1
@@ -230,7 +231,7 @@ def repeat(measure: Callable[[], dict[str, float]], warmup: int, repeats: int) -
 
 
 class SinkhornTimer:
-    """Times every `log_sinkhorn` call of the head by swapping the function `modeling_mps` calls.
+    """Times every `log_sinkhorn` call of the head by swapping the function `modeling_base` calls.
 
     `seconds` and `iterations` (one entry per call) accumulate until `reset()`.
     """
@@ -244,7 +245,7 @@ class SinkhornTimer:
         self.iterations: list[int] = []
 
     def __enter__(self) -> SinkhornTimer:
-        self._original = modeling_mps.log_sinkhorn
+        self._original = modeling_base.log_sinkhorn
 
         def timed_log_sinkhorn(cost, *args, **kwargs):
             wants_info = kwargs.pop("return_info", False)
@@ -255,11 +256,11 @@ class SinkhornTimer:
             self.iterations.append(result.n_iter)
             return result if wants_info else result.plan
 
-        modeling_mps.log_sinkhorn = timed_log_sinkhorn
+        modeling_base.log_sinkhorn = timed_log_sinkhorn
         return self
 
     def __exit__(self, *exc) -> None:
-        modeling_mps.log_sinkhorn = self._original
+        modeling_base.log_sinkhorn = self._original
 
 
 # ------------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ def measure(args: argparse.Namespace) -> dict:
 
     import torch
 
-    from otseg_hf.sinkhorn import log_sinkhorn
+    from otseg_hf.model.sinkhorn import log_sinkhorn
 
     device = torch.device(args.device)
     generator = torch.Generator().manual_seed(0)

@@ -8,24 +8,28 @@ from transformers import (
 )
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .configuration_otseg import OTSegConfig
-from .configuration_zegot import ZegOTConfig
-from .image_processing_otseg import OTSegImageProcessor
-from .inference import OTSegSlidingWindowOutput, sliding_window_inference
-from .modeling_otseg import OTSegForSemanticSegmentation, OTSegPreTrainedModel, OTSegSemanticSegmenterOutput
-from .modeling_zegot import (
+from .model.configuration_otseg import OTSegConfig
+from .model.configuration_zegot import ZegOTConfig
+from .model.image_processing_otseg import OTSegImageProcessor
+from .model.modeling_otseg import (
+    OTSegForSemanticSegmentation,
+    OTSegPreTrainedModel,
+    OTSegSemanticSegmenterOutput,
+)
+from .model.modeling_zegot import (
     ZegOTForSemanticSegmentation,
     ZegOTPreTrainedModel,
     ZegOTPromptLearner,
     ZegOTSemanticSegmenterOutput,
 )
-from .pipeline_otseg import (
+from .model.pipeline_otseg import (
     OTSegImageSegmentationPipeline,
     OTSegZeroShotImageSegmentationPipeline,
     route_image_segmentation,
 )
-from .processing_otseg import OTSegProcessor
-from .sinkhorn import log_sinkhorn
+from .model.processing_otseg import OTSegProcessor
+from .model.sinkhorn import log_sinkhorn
+from .model.sliding_window import OTSegSlidingWindowOutput, sliding_window_inference
 
 for _config, _model in (
     (OTSegConfig, OTSegForSemanticSegmentation),

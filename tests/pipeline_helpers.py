@@ -140,7 +140,7 @@ def run_without_otseg_hf(folder, tmp_path) -> dict:
 
     installed_seg = pipeline("image-segmentation", model=str(folder))
     installed_zs = pipeline("zero-shot-image-segmentation", model=str(folder))
-    assert type(installed_seg).__module__ == type(installed_zs).__module__ == "otseg_hf.pipeline_otseg"
+    assert type(installed_seg).__module__ == type(installed_zs).__module__ == "otseg_hf.model.pipeline_otseg"
     for key, expected in [
         ("image-segmentation", summary(installed_seg(str(image_path)))),
         ("zero-shot", summary(installed_zs(str(image_path), candidate_labels=["cat", "red circle"]))),

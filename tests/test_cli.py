@@ -15,8 +15,8 @@ from otseg_hf import (
     OTSegImageProcessor,
     OTSegZeroShotImageSegmentationPipeline,
 )
-from otseg_hf.cli import main, palette
-from otseg_hf.pipeline_otseg import save_pipeline_folder
+from otseg_hf.cli.segment import main, palette
+from otseg_hf.model.pipeline_otseg import save_pipeline_folder
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""What `OTSegConfig` and `ZegOTConfig` share (otseg_hf/configuration_zero_shot.py): the vocabulary, the label
+"""What `OTSegConfig` and `ZegOTConfig` share (otseg_hf/model/configuration_base.py): the vocabulary, the label
 setting and the checks of the common fields. Every test runs on both configurations."""
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from otseg_hf.dataset_splits import DATASETS
+from otseg_hf.data.splits import DATASETS
 
 SCRIPT = Path(__file__).resolve().parents[1] / "training" / "convert_datasets.py"
 _spec = importlib.util.spec_from_file_location("convert_datasets", SCRIPT)

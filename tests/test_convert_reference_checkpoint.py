@@ -22,7 +22,7 @@ from torch import nn
 from transformers import CLIPModel, CLIPTokenizer
 
 from otseg_hf import OTSegForSemanticSegmentation, OTSegProcessor
-from otseg_hf.convert_reference_checkpoint import (
+from otseg_hf.convert.checkpoint import (
     ReferenceCheckpointError,
     convert_checkpoint,
     convert_reference_state_dict,
@@ -35,8 +35,8 @@ from otseg_hf.convert_reference_checkpoint import (
     read_reference_checkpoint,
     to_reference_state_dict,
 )
-from otseg_hf.dataset_splits import DATASETS
-from otseg_hf.sinkhorn import log_sinkhorn
+from otseg_hf.data.splits import DATASETS
+from otseg_hf.model.sinkhorn import log_sinkhorn
 
 # tiny reference sizes; every size differs from the others so that a mix-up shows as a shape error
 SIZES = dict(

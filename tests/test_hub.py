@@ -24,7 +24,8 @@ from otseg_hf import (
     OTSegImageSegmentationPipeline,
     OTSegZeroShotImageSegmentationPipeline,
 )
-from otseg_hf.hub import check_eval_results, main, model_card, push_otseg_folder, save_otseg_folder
+from otseg_hf.cli.export import main
+from otseg_hf.hub import check_eval_results, model_card, push_otseg_folder, save_otseg_folder
 
 RESULTS = {
     "dataset_name": "PASCAL VOC 2012",
@@ -74,7 +75,7 @@ def test_folder_contents(folder):
         "image_processing_otseg.py",
         "processing_otseg.py",
         "pipeline_otseg.py",
-        "inference.py",
+        "sliding_window.py",
     }
     assert expected <= files
     config = json.loads((folder / "config.json").read_text())

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from transformers import AutoImageProcessor
 
 from otseg_hf import OTSegImageProcessor, sliding_window_inference
-from otseg_hf.inference import window_boxes
+from otseg_hf.model.sliding_window import window_boxes
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)

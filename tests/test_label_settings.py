@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from otseg_hf.label_settings import check_labels, inductive_labels, transductive_labels
+from otseg_hf.model.loss_targets import check_labels, inductive_labels, transductive_labels
 
 I = 255  # noqa: E741 -- the ignore index, short so the maps below read as grids
 

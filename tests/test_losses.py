@@ -1,4 +1,4 @@
-"""Tests of `otseg_hf.losses` against a literal numpy transcription of spec section 8."""
+"""Tests of `otseg_hf.model.losses` against a literal numpy transcription of spec section 8."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from otseg_hf.losses import count_masks, mask_loss, mask_loss_reference, upsample
+from otseg_hf.model.losses import count_masks, mask_loss, mask_loss_reference, upsample
 
 IGNORE = 255
 

@@ -1,4 +1,4 @@
-"""Tests of `otseg_hf.metrics` against a plain numpy confusion matrix and a transcription of evaluate's
+"""Tests of `otseg_hf.evaluation.metrics` against a plain numpy confusion matrix and a transcription of evaluate's
 `mean_iou`; streaming, merging (also across two real processes) and the printed table."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from otseg_hf.metrics import (
+from otseg_hf.evaluation.metrics import (
     EVALUATE_MODULE_PATH,
     NO_PIXELS,
     SegmentationMetric,

@@ -2,7 +2,7 @@
 
 The `reference_*` functions below are written from the spec's text (sections 2-5 and 8) with plain
 torch ops on the model's own weight tensors; they call no helper of the package except the OT
-solver `otseg_hf.sinkhorn.log_sinkhorn` (tested elsewhere) and CLIP's encoder layers, used as black
+solver `otseg_hf.model.sinkhorn.log_sinkhorn` (tested elsewhere) and CLIP's encoder layers, used as black
 boxes. Every comparison is in eval mode (dropout off) unless stated.
 
 Tolerances: the transcriptions compute the same float32 numbers in a different order; the Sinkhorn
@@ -24,7 +24,7 @@ from conftest import CLASS_NAMES, TINY_OVERRIDES
 from transformers import AutoConfig, AutoModelForSemanticSegmentation, CLIPModel
 
 from otseg_hf import OTSegConfig, OTSegForSemanticSegmentation, OTSegSemanticSegmenterOutput
-from otseg_hf.sinkhorn import log_sinkhorn
+from otseg_hf.model.sinkhorn import log_sinkhorn
 from otseg_hf.testing import tiny_clip_config
 
 ATOL = RTOL = 1e-4
@@ -684,7 +684,7 @@ def test_saved_folder_holds_weights_config_and_code(saved_model):
     files = {path.name for path in folder.iterdir()}
     assert {"model.safetensors", "config.json", "configuration_otseg.py", "modeling_otseg.py"} <= files
     # the relative imports of modeling_otseg.py travel with it
-    assert {"modeling_mps.py", "sinkhorn.py", "losses.py", "label_settings.py"} <= files
+    assert {"modeling_base.py", "sinkhorn.py", "losses.py", "loss_targets.py"} <= files
     config = AutoConfig.from_pretrained(folder)
     assert type(config) is OTSegConfig
     assert (
@@ -846,7 +846,7 @@ def test_inductive_labels_without_seen_classes_raise(make_model):
 # matching="softmax": the ablation without optimal transport
 # ------------------------------------------------------------------------------------------------
 def test_softmax_matching_is_plain_cross_attention():
-    from otseg_hf.modeling_mps import sinkhorn_similarity_map
+    from otseg_hf.model.modeling_base import sinkhorn_similarity_map
 
     generator = torch.Generator().manual_seed(0)
     pixels = F.normalize(torch.randn(2, 7, 4, generator=generator), dim=-1)  # (B, M, D)

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, AutoModelForSemanticSegmentation, CLIPModel
 
-from otseg_hf.configuration_zegot import ZegOTConfig
-from otseg_hf.modeling_zegot import ZegOTForSemanticSegmentation
+from otseg_hf.model.configuration_zegot import ZegOTConfig
+from otseg_hf.model.modeling_zegot import ZegOTForSemanticSegmentation
 from otseg_hf.testing import tiny_clip_config
 
 CLASS_NAMES = ["red circle", "blue square", "green triangle", "yellow star", "striped square"]
@@ -547,7 +547,7 @@ def test_trust_remote_code_without_the_package(build, tmp_path):
     folder = tmp_path / "model"
     model.save_pretrained(folder)
     saved = set(os.listdir(folder))
-    assert {"configuration_zegot.py", "modeling_zegot.py", "modeling_mps.py", "sinkhorn.py"} <= saved
+    assert {"configuration_zegot.py", "modeling_zegot.py", "modeling_base.py", "sinkhorn.py"} <= saved
     with torch.no_grad():
         torch.save({"pixel_values": images(), "logits": model(images()).logits}, folder / "reference.pt")
     script = tmp_path / "remote.py"

@@ -25,7 +25,11 @@ from otseg_hf import (
     OTSegImageSegmentationPipeline,
     OTSegZeroShotImageSegmentationPipeline,
 )
-from otseg_hf.pipeline_otseg import otseg_custom_pipelines, route_image_segmentation, save_pipeline_folder
+from otseg_hf.model.pipeline_otseg import (
+    otseg_custom_pipelines,
+    route_image_segmentation,
+    save_pipeline_folder,
+)
 from tests.pipeline_helpers import (
     PENALTY,
     calibrated_argmax,
@@ -205,7 +209,7 @@ def test_saved_pipeline_loads_back(folder, square_image, tmp_path):
     segmenter.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["custom_pipelines"] == otseg_custom_pipelines()
-    assert (tmp_path / "pipeline_otseg.py").is_file() and (tmp_path / "inference.py").is_file()
+    assert (tmp_path / "pipeline_otseg.py").is_file() and (tmp_path / "sliding_window.py").is_file()
     again = pipeline("image-segmentation", model=str(tmp_path))
     first, second = segmenter(square_image), again(square_image)
     assert [(s["label"], s["score"]) for s in first] == [(s["label"], s["score"]) for s in second]

@@ -1,4 +1,4 @@
-"""Tests of `otseg_hf.sinkhorn.log_sinkhorn` against POT and a literal transcription of spec section 6."""
+"""Tests of `otseg_hf.model.sinkhorn.log_sinkhorn` against POT and a literal transcription of spec section 6."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otseg_hf.sinkhorn import log_sinkhorn
+from otseg_hf.model.sinkhorn import log_sinkhorn
 
 
 @pytest.fixture(autouse=True)

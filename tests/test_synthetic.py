@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otseg_hf.synthetic import SyntheticShapes, shape_mask
+from otseg_hf.world.shapes import SyntheticShapes, shape_mask
 
 # the dataset's definition, written out independently of the module
 EXPECTED_COLOURS = {

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from otseg_hf.evaluation import EvaluationSet, evaluate_model
-from otseg_hf.hub import default_image_processor
-from otseg_hf.synthetic import SyntheticShapes
+from otseg_hf.evaluation.evaluate import EvaluationSet, evaluate_model
+from otseg_hf.hub.folders import default_image_processor
+from otseg_hf.world.shapes import SyntheticShapes
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = str(ROOT / "training" / "train.py")

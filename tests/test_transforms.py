@@ -1,4 +1,4 @@
-"""Property tests of `otseg_hf.transforms`: image and label stay aligned under every augmentation,
+"""Property tests of `otseg_hf.data.transforms`: image and label stay aligned under every augmentation,
 mmseg's crop rule, padding values, nearest label resizing, HSV conversions and label helpers."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from otseg_hf.transforms import (
+from otseg_hf.data.transforms import (
     CheckLabels,
     Compose,
     Normalize,

@@ -19,19 +19,8 @@ from hypothesis import strategies as st
 from transformers import AutoTokenizer, CLIPModel
 
 from otseg_hf import OTSegForSemanticSegmentation
-from otseg_hf.configuration_otseg import VOC_PROMPT_TEMPLATES
-from otseg_hf.synthetic import (
-    CAPTION_WORDS,
-    PRETRAINING_CLASS_NAMES,
-    WORLD_CLASS_NAMES,
-    Scene,
-    SceneObject,
-    SyntheticShapes,
-    caption_scene,
-    object_phrase,
-    shape_mask,
-)
-from otseg_hf.world import (
+from otseg_hf.model.configuration_otseg import VOC_PROMPT_TEMPLATES
+from otseg_hf.world.clip import (
     WorldCaptions,
     WorldCollator,
     describes,
@@ -45,6 +34,17 @@ from otseg_hf.world import (
     pixel_values_from_images,
     world_clip_config,
     world_clip_tokenizer,
+)
+from otseg_hf.world.shapes import (
+    CAPTION_WORDS,
+    PRETRAINING_CLASS_NAMES,
+    WORLD_CLASS_NAMES,
+    Scene,
+    SceneObject,
+    SyntheticShapes,
+    caption_scene,
+    object_phrase,
+    shape_mask,
 )
 
 # the world's definition, written out independently of the module

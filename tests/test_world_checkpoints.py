@@ -13,11 +13,11 @@ import pytest
 import torch
 from transformers import AutoModelForSemanticSegmentation, CLIPModel, pipeline
 
-from otseg_hf.evaluation import EvaluationSet, evaluate_model
-from otseg_hf.hub import default_image_processor
-from otseg_hf.recipes import WORLD, WORLD_CLIP_DIR, WORLD_OTSEG_DIR, generated_dataset
-from otseg_hf.synthetic import WORLD_CLASS_NAMES
-from otseg_hf.world import world_clip_tokenizer
+from otseg_hf.evaluation.evaluate import EvaluationSet, evaluate_model
+from otseg_hf.hub.folders import default_image_processor
+from otseg_hf.world.clip import world_clip_tokenizer
+from otseg_hf.world.shapes import WORLD_CLASS_NAMES
+from otseg_hf.world.splits import WORLD, WORLD_CLIP_DIR, WORLD_OTSEG_DIR, generated_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE = 0.5  # points; the same weights and images, only the thread count may change the rounding
@@ -64,7 +64,7 @@ def test_shipped_clip_and_its_tokenizer():
 
 
 def test_pipeline_on_the_shipped_folder(shipped_model):
-    from otseg_hf.demo import images_with_unseen_classes
+    from otseg_hf.world.demo import images_with_unseen_classes
 
     segmenter = pipeline("image-segmentation", model=str(WORLD_OTSEG_DIR))
     (image, label), *_ = images_with_unseen_classes(1)
@@ -77,7 +77,7 @@ def test_pipeline_on_the_shipped_folder(shipped_model):
 
 def test_main_job_runs_offline(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "otseg_hf.demo", "--out", str(tmp_path), "--num-eval-images", "20"]
+    command = [sys.executable, "-m", "otseg_hf.world.demo", "--out", str(tmp_path), "--num-eval-images", "20"]
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "(unseen)" in result.stdout and "hIoU" in result.stdout

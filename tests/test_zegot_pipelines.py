@@ -34,10 +34,10 @@ from otseg_hf import (
     ZegOTConfig,
     ZegOTForSemanticSegmentation,
 )
-from otseg_hf.cli import main as segment_main
-from otseg_hf.hub import main as export_main
+from otseg_hf.cli.export import main as export_main
+from otseg_hf.cli.segment import main as segment_main
 from otseg_hf.hub import model_card, save_otseg_folder
-from otseg_hf.pipeline_otseg import save_pipeline_folder
+from otseg_hf.model.pipeline_otseg import save_pipeline_folder
 from tests.pipeline_helpers import (
     PENALTY,
     calibrated_argmax,
@@ -115,14 +115,14 @@ def test_folder_contents(folder):
         "processor_config.json",
         "tokenizer.json",
         "configuration_zegot.py",
-        "configuration_zero_shot.py",
+        "configuration_base.py",
         "modeling_zegot.py",
-        "modeling_mps.py",
+        "modeling_base.py",
         "sinkhorn.py",
         "image_processing_otseg.py",
         "processing_otseg.py",
         "pipeline_otseg.py",
-        "inference.py",
+        "sliding_window.py",
     }
     assert expected <= files
     config = json.loads((folder / "config.json").read_text())

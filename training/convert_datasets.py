@@ -1,7 +1,7 @@
 """Convert the standard on-disk segmentation datasets into `datasets` DatasetDicts (`save_to_disk`).
 
 Every output has the columns `image` (the original JPEG bytes) and `label` (a PNG of class ids,
-0-based as in `otseg_hf.dataset_splits.DATASETS`, 255 = ignore), the splits `train` and
+0-based as in `otseg_hf.data.splits.DATASETS`, 255 = ignore), the splits `train` and
 `validation`, and an `id2label.json` beside the data. Label ids are checked against the class list.
 
 Layouts (the folders mmsegmentation's preparation scripts produce):
@@ -39,8 +39,8 @@ import datasets
 import numpy as np
 from PIL import Image
 
-from otseg_hf.dataset_splits import DATASETS
-from otseg_hf.transforms import check_label_ids, reduce_labels
+from otseg_hf.data.splits import DATASETS
+from otseg_hf.data.transforms import check_label_ids, reduce_labels
 
 IGNORE_INDEX = 255
 # split names of the layouts -> names in the output DatasetDict

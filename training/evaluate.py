@@ -4,7 +4,7 @@
     python training/evaluate.py --model out/coco-ind --dataset ade20k --dataset-name data/ade20k  # cross-dataset
     python training/evaluate.py --model out/tiny --dataset synthetic                               # offline
 
-`--dataset` names the vocabulary and zero-shot split (`otseg_hf.dataset_splits.DATASETS` or "synthetic");
+`--dataset` names the vocabulary and zero-shot split (`otseg_hf.data.splits.DATASETS` or "synthetic");
 when it differs from the model's classes the model is given the dataset's class names (it needs its
 tokenizer for that), and classes it was trained on as seen, matched by name, keep the seen-class penalty.
 Your own data: `--class-names` (label-id order) and `--unseen-label-ids` instead of `--dataset`.
@@ -23,11 +23,12 @@ from accelerate.utils import parse_flag_from_env
 from transformers import AutoModelForSemanticSegmentation, AutoTokenizer
 
 import otseg_hf  # noqa: F401  (registers the Auto classes)
-from otseg_hf.data import add_dataset_arguments, load_dataset_split
-from otseg_hf.dataset_splits import DATASETS
-from otseg_hf.evaluation import EvaluationSet, evaluate_model
-from otseg_hf.hub import default_image_processor
-from otseg_hf.recipes import GENERATED, generated_dataset
+from otseg_hf.cli.arguments import add_dataset_arguments
+from otseg_hf.data.loading import load_dataset_split
+from otseg_hf.data.splits import DATASETS
+from otseg_hf.evaluation.evaluate import EvaluationSet, evaluate_model
+from otseg_hf.hub.folders import default_image_processor
+from otseg_hf.world.splits import GENERATED, generated_dataset
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -2,13 +2,13 @@
 
     accelerate launch training/pretrain_clip.py --output-dir runs/world-clip --seed 0
 
-The world (`otseg_hf.synthetic.SyntheticShapes.world()`) has 20 classes "<colour> <shape>", 5 of them
+The world (`otseg_hf.world.shapes.SyntheticShapes.world()`) has 20 classes "<colour> <shape>", 5 of them
 unseen by OTSeg's training. Pretraining scenes also show orange, pink and cyan shapes
 (`PRETRAINING_CLASS_NAMES`); with `--unseen captioned` (the default) they show and name the unseen
 classes like any other, as a web-trained CLIP knows classes that a segmentation set leaves out; with
 `--unseen never` no unseen class is ever drawn or named, which tests composition proper. No mask is
 used: the model learns from a scene-caption InfoNCE loss and a patch-phrase grounding loss (see
-`otseg_hf.world`), on fresh scenes every step. At the end it is evaluated zero-shot among all 20
+`otseg_hf.world.clip`), on fresh scenes every step. At the end it is evaluated zero-shot among all 20
 class names ("a photo of a {}.") on held-out scenes (seed + 1): single-object images by the image
 embedding, and the patches one object covers by the patch embeddings, seen and unseen classes apart.
 `DIR` gets the `CLIPModel` (safetensors), the tokenizer and `zero_shot_results.json`; OTSeg then
@@ -28,8 +28,7 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from transformers import CLIPModel, get_cosine_schedule_with_warmup
 
-from otseg_hf.synthetic import PRETRAINING_CLASS_NAMES, WORLD_CLASS_NAMES, SyntheticShapes
-from otseg_hf.world import (
+from otseg_hf.world.clip import (
     WorldCaptions,
     WorldCLIPPretrainer,
     WorldCollator,
@@ -37,6 +36,7 @@ from otseg_hf.world import (
     world_clip_tokenizer,
     zero_shot_accuracy,
 )
+from otseg_hf.world.shapes import PRETRAINING_CLASS_NAMES, WORLD_CLASS_NAMES, SyntheticShapes
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from otseg_hf.recipes import PRETRAINED_DIR, WORLD_CLIP_DIR, WORLD_OTSEG_DIR  # noqa: E402
+from otseg_hf.world.splits import PRETRAINED_DIR, WORLD_CLIP_DIR, WORLD_OTSEG_DIR  # noqa: E402
 
 SEED = 0
 PRETRAIN_ARGS = ["--seed", str(SEED), "--threads", "1"]  # pretrain_clip.py's defaults: the shipped CLIP's

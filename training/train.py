@@ -4,7 +4,7 @@
     accelerate launch training/train.py --recipe otseg-voc-transductive --init-from out/voc-ind ...
     python training/train.py --recipe otseg-synthetic-inductive --output-dir out/tiny   # offline, CPU, minutes
 
-A recipe (`otseg_hf.recipes.RECIPES`) fixes the optimizer, schedule, iterations, total batch and augmentation;
+A recipe (`otseg_hf.recipes.recipes.RECIPES`) fixes the optimizer, schedule, iterations, total batch and augmentation;
 flags override single fields. The total batch is reached on any number of processes by gradient accumulation,
 and the script prints how. Checkpoints (`accelerator.save_state`) go to OUTPUT_DIR/checkpoints/step_N and
 `--resume` continues from the latest (same data order, augmentation, optimizer and schedule state). At the end
@@ -39,18 +39,13 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from otseg_hf import OTSegForSemanticSegmentation, ZegOTForSemanticSegmentation
-from otseg_hf.data import add_dataset_arguments, load_dataset_split
-from otseg_hf.evaluation import EvaluationSet, evaluate_model
-from otseg_hf.hub import default_image_processor, save_otseg_folder
-from otseg_hf.recipes import (
-    GENERATED,
-    RECIPES,
-    SETTINGS,
-    build_optimizer,
-    generated_dataset,
-    gradient_accumulation_steps,
-)
-from otseg_hf.transforms import training_transforms
+from otseg_hf.cli.arguments import add_dataset_arguments
+from otseg_hf.data.loading import load_dataset_split
+from otseg_hf.data.transforms import training_transforms
+from otseg_hf.evaluation.evaluate import EvaluationSet, evaluate_model
+from otseg_hf.hub.folders import default_image_processor, save_otseg_folder
+from otseg_hf.recipes import RECIPES, SETTINGS, build_optimizer, gradient_accumulation_steps
+from otseg_hf.world.splits import GENERATED, generated_dataset
 
 logger = logging.getLogger(__name__)
 MODEL_CLASSES = {"otseg": OTSegForSemanticSegmentation, "zegot": ZegOTForSemanticSegmentation}

@@ -1,9 +1,9 @@
 """Convert the OTSeg authors' mmsegmentation checkpoints (and OpenAI CLIP weights) to `otseg_hf`.
 
-    python -m otseg_hf.convert_reference_checkpoint --checkpoint voc_inductive.pth --dataset voc \\
+    python -m otseg_hf.convert.checkpoint --checkpoint voc_inductive.pth --dataset voc \\
         --setting inductive --text-embeddings voc12_otseg.npy --out otseg-vit-b16-voc-inductive
 
-writes a Hub-ready folder (`otseg_hf.hub.save_otseg_folder`): safetensors + config, the image processor of the
+writes a Hub-ready folder (`otseg_hf.hub.folders.save_otseg_folder`): safetensors + config, the image processor of the
 dataset's test protocol, the tokenizer and processor when a CLIP tokenizer is at hand (`--tokenizer`, or a
 transformers CLIP folder as `--clip`), the code for `trust_remote_code` and a model card. It loads with
 `OTSegForSemanticSegmentation.from_pretrained` and both pipelines.
@@ -48,11 +48,11 @@ import numpy as np
 import torch
 from transformers import CLIPConfig
 
-from .configuration_otseg import CONTEXT_PROMPT_TEMPLATES, VOC_PROMPT_TEMPLATES, OTSegConfig
-from .dataset_splits import DATASETS
-from .hub import default_image_processor, save_otseg_folder
-from .image_processing_otseg import OTSegImageProcessor
-from .modeling_otseg import OTSegForSemanticSegmentation
+from ..data.splits import DATASETS
+from ..hub.folders import default_image_processor, save_otseg_folder
+from ..model.configuration_otseg import CONTEXT_PROMPT_TEMPLATES, VOC_PROMPT_TEMPLATES, OTSegConfig
+from ..model.image_processing_otseg import OTSegImageProcessor
+from ..model.modeling_otseg import OTSegForSemanticSegmentation
 
 # SHA-256 of OpenAI's ViT-B/16 file (it is part of OpenAI's download URL; the `clip` package checks it)
 OPENAI_VIT_B16_SHA256 = "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f"

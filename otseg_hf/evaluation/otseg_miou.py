@@ -5,14 +5,14 @@ local path and computes the same numbers plus the seen/unseen split:
 
 ```python
 >>> import evaluate
->>> from otseg_hf.metrics import EVALUATE_MODULE_PATH  # the path of this file
+>>> from otseg_hf.evaluation.metrics import EVALUATE_MODULE_PATH  # the path of this file
 >>> metric = evaluate.load(EVALUATE_MODULE_PATH)
 >>> metric.add_batch(predictions=[prediction_map], references=[label_map])
 >>> metric.compute(num_labels=20, ignore_index=255, unseen_label_ids=[15, 16, 17, 18, 19])
 ```
 
 `evaluate` stores every map until `compute`; for memory independent of the dataset size use
-`otseg_hf.metrics.SegmentationMetric` directly. Maps are stored as images: pass uint8, uint16 or
+`otseg_hf.evaluation.metrics.SegmentationMetric` directly. Maps are stored as images: pass uint8, uint16 or
 int32 arrays (int64 is downcast with a warning).
 """
 

@@ -18,8 +18,8 @@ from transformers import CLIPModel, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .configuration_otseg import OTSegConfig
-from .label_settings import setting_labels, zero_shot_loss
-from .modeling_mps import (
+from .loss_targets import setting_labels, zero_shot_loss
+from .modeling_base import (
     FrozenCLIPMixin,
     RelationshipDescriptor,
     check_pixel_values,

@@ -5,7 +5,7 @@ any vocabulary given at call time. Both return transformers' segmentation format
 Each image is resized by the image processor (not padded), segmented with sliding windows (spec section 7),
 calibrated (seen-class penalty for the seen classes of inductive models) and resized back to its own size.
 
-Loading a saved folder (`save_pipeline_folder`, `otseg_hf.hub.save_otseg_folder`):
+Loading a saved folder (`save_pipeline_folder`, `otseg_hf.hub.folders.save_otseg_folder`):
 - with otseg_hf imported, `pipeline(task, model=folder)` builds these classes like a native transformers model:
   `import otseg_hf` registers "zero-shot-image-segmentation" and routes transformers' "image-segmentation" to
   `OTSegImageSegmentationPipeline` for OTSeg and ZegOT models (`route_image_segmentation`; other models keep
@@ -31,8 +31,8 @@ from transformers.dynamic_module_utils import custom_object_save
 from transformers.image_utils import load_image
 from transformers.pipelines.base import Pipeline
 
-from .inference import sliding_window_inference
 from .processing_otseg import OTSegProcessor, check_class_names
+from .sliding_window import sliding_window_inference
 
 MODEL_CLASS = "AutoModelForSemanticSegmentation"
 
@@ -245,7 +245,7 @@ class OTSegZeroShotImageSegmentationPipeline(OTSegImageSegmentationPipeline):
             if self.processor is None:
                 raise ValueError(
                     f"this model has no tokenizer, so it can only segment its own classes {config.class_names}; "
-                    f"the labels {new} need one: save a tokenizer with the model (otseg_hf.hub.save_otseg_folder "
+                    f"the labels {new} need one: save a tokenizer with the model (otseg_hf.hub.folders.save_otseg_folder "
                     "does) or pass tokenizer=... to pipeline()"
                 )
             tokens = self.processor(

@@ -12,7 +12,7 @@ training. A tiny `CLIPModel` is pretrained contrastively on captioned scenes (se
   tokens carry meaning too, learnt from captions alone, for every class the captions name.
 
 ```python
->>> from otseg_hf.world import world_clip_config, world_clip_tokenizer
+>>> from otseg_hf.world.clip import world_clip_config, world_clip_tokenizer
 >>> tokenizer = world_clip_tokenizer()  # one token per word of the world
 >>> tokenizer.tokenize("a photo of a red circle.")
 ['a</w>', 'photo</w>', 'of</w>', 'a</w>', 'red</w>', 'circle</w>', '.</w>']
@@ -34,7 +34,8 @@ from torch import nn
 from torch.utils.data import Dataset
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
-from .synthetic import (
+from ..testing import char_clip_tokenizer
+from .shapes import (
     CAPTION_WORDS,
     GENERIC_NOUN,
     PATTERNS,
@@ -43,7 +44,6 @@ from .synthetic import (
     SyntheticShapes,
     caption_scene,
 )
-from .testing import char_clip_tokenizer
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # OTSeg's image processor normalises with ImageNet's statistics
 IMAGENET_STD = (0.229, 0.224, 0.225)

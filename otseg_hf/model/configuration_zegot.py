@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from transformers import CLIPConfig, PretrainedConfig
 
-from .configuration_zero_shot import (
+from .configuration_base import (
     ZeroShotSegmentationConfigMixin,
     check_int,
     resolve_clip_config,
@@ -67,7 +67,7 @@ class ZegOTConfig(ZeroShotSegmentationConfigMixin, PretrainedConfig):
             How training backpropagates through the Sinkhorn iterations, always exactly: `"recompute"` keeps the
             potentials of every iteration, `"checkpoint"` those of every sqrt(max_iter)-th only (the same
             gradient to the bit, less memory, a slower backward), `"unrolled"` lets autograd record every
-            iteration (most memory; for double backward). See `otseg_hf.sinkhorn.log_sinkhorn`.
+            iteration (most memory; for double backward). See `otseg_hf.model.sinkhorn.log_sinkhorn`.
         focal_loss_weight (`float`, *optional*, defaults to 100.0):
             Weight of the sigmoid focal loss of each map.
         dice_loss_weight (`float`, *optional*, defaults to 1.0):

@@ -20,8 +20,8 @@ from transformers.masking_utils import create_causal_mask
 from transformers.utils import ModelOutput
 
 from .configuration_zegot import ZegOTConfig
-from .label_settings import setting_labels, zero_shot_loss
-from .modeling_mps import (
+from .loss_targets import setting_labels, zero_shot_loss
+from .modeling_base import (
     FrozenCLIPMixin,
     RelationshipDescriptor,
     check_pixel_values,

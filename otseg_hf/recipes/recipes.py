@@ -1,11 +1,11 @@
 """Training recipes of the reference (spec section 9) as typed, named objects, and the optimizer and
-learning-rate schedule they describe.
+learning-rate schedule they describe (in `otseg_hf.recipes.optimizer`).
 
     >>> recipe = RECIPES["otseg-voc-inductive"]
     >>> recipe.max_steps, recipe.total_batch_size, recipe.learning_rate
     (20000, 16, 2e-05)
 
-A recipe names a dataset of `otseg_hf.dataset_splits.DATASETS` (or `"synthetic"`, the built-in shapes) and a
+A recipe names a dataset of `otseg_hf.data.splits.DATASETS` (or `"synthetic"`, the built-in shapes) and a
 setting; `training/train.py --recipe NAME` runs it and any field can be overridden on the command line.
 Transductive recipes start from the inductive checkpoint (`init_from`), as the reference does.
 """
@@ -14,63 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import torch
-from torch import nn
-
-from .dataset_splits import DATASETS, DatasetSplit
-from .synthetic import (
-    OBJECT_TEMPLATES,
-    SYNTHETIC_CLASS_NAMES,
-    SYNTHETIC_UNSEEN_LABEL_IDS,
-    WORLD_CLASS_NAMES,
-    WORLD_UNSEEN_LABEL_IDS,
-    SyntheticShapes,
-)
+from ..data.splits import DATASETS, DatasetSplit
+from ..world.splits import GENERATED, WORLD_CLIP_DIR
 
 SETTINGS = ("inductive", "transductive", "fully_supervised")
 MODEL_TYPES = ("otseg", "zegot")
 CLIP_VIT_B16 = "openai/clip-vit-base-patch16"
-# checkpoints shipped with the package (the offline zero-shot world): the tiny CLIP and OTSeg trained on it
-PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
-WORLD_CLIP_DIR = PRETRAINED_DIR / "world-clip"
-WORLD_OTSEG_DIR = PRETRAINED_DIR / "world-otseg"
-
-SYNTHETIC = DatasetSplit(
-    name="synthetic",
-    class_names=tuple(SYNTHETIC_CLASS_NAMES),
-    unseen_label_ids=tuple(SYNTHETIC_UNSEEN_LABEL_IDS),
-    prompt_templates=("a photo of a {}.",),
-    image_size=64,
-    inference_window_size=64,
-    inference_window_stride=48,
-    test_short_side=64,
-)
-
-# the offline zero-shot world (otseg_hf.synthetic.SyntheticShapes.world): 20 colour x shape classes, 5 unseen
-WORLD = DatasetSplit(
-    name="world",
-    class_names=tuple(WORLD_CLASS_NAMES),
-    unseen_label_ids=tuple(WORLD_UNSEEN_LABEL_IDS),
-    prompt_templates=tuple(OBJECT_TEMPLATES),
-    image_size=64,
-    inference_window_size=64,
-    inference_window_stride=48,
-    test_short_side=64,
-)
-GENERATED = {SYNTHETIC.name: SYNTHETIC, WORLD.name: WORLD}
-
-
-def generated_dataset(name: str, num_images: int, seed: int, image_size: int | None = None):
-    """A `datasets.Dataset` of the built-in generated data `name` ("synthetic" or "world"), images 0..n-1 of
-    `seed` (training uses seed 0, evaluation seed 1)."""
-    split = GENERATED[name]
-    size = image_size or split.image_size
-    world = SyntheticShapes.world(image_size=size) if name == WORLD.name else SyntheticShapes(image_size=size)
-    return world.to_dataset(num_images, seed=seed)
-
-
 @dataclass
 class Recipe:
     """One training run.
@@ -223,79 +173,4 @@ RECIPES["zegot-synthetic-inductive"] = RECIPES["otseg-synthetic-inductive"].repl
 )
 
 
-# ----------------------------------------------------------------------------------------------------
-# optimizer and schedule
-# ----------------------------------------------------------------------------------------------------
-def parameter_groups(model: nn.Module, recipe: Recipe) -> list[dict]:
-    """AdamW groups: every trainable parameter at `learning_rate * lr_multiplier` (the reference multiplies
-    the visual prompts and the head, and everything else trainable is frozen CLIP), no weight decay on
-    norm layers."""
-    norm_params = {
-        id(p)
-        for module in model.modules()
-        if isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d))
-        for p in module.parameters(recurse=False)
-    }
-    decay, no_decay = [], []
-    for _, param in model.named_parameters():
-        if param.requires_grad:
-            (no_decay if id(param) in norm_params else decay).append(param)
-    if not decay and not no_decay:
-        raise ValueError("the model has no trainable parameters")
-    lr = recipe.learning_rate * recipe.lr_multiplier
-    groups = [
-        {"params": decay, "lr": lr, "weight_decay": recipe.weight_decay},
-        {"params": no_decay, "lr": lr, "weight_decay": 0.0},
-    ]
-    return [group for group in groups if group["params"]]
-
-
-def poly_warmup_factor(step: int, base_lr: float, recipe: Recipe) -> float:
-    """Learning rate at `step` divided by `base_lr`: mmcv's poly schedule with linear warm-up.
-
-    lr = (base_lr - min_lr) * (1 - step / max_steps) ** power + min_lr, then during warm-up multiplied by
-    1 - (1 - step / warmup_steps) * (1 - warmup_ratio)."""
-    progress = min(step, recipe.max_steps) / recipe.max_steps
-    lr = (base_lr - recipe.min_learning_rate) * (1 - progress) ** recipe.poly_power + recipe.min_learning_rate
-    if step < recipe.warmup_steps:
-        lr *= 1 - (1 - step / recipe.warmup_steps) * (1 - recipe.warmup_ratio)
-    return lr / base_lr
-
-
-def build_optimizer(model: nn.Module, recipe: Recipe):
-    """AdamW over `parameter_groups` and a `LambdaLR` following `poly_warmup_factor` per group."""
-    groups = parameter_groups(model, recipe)
-    optimizer = torch.optim.AdamW(groups, lr=groups[0]["lr"])
-    factors = [
-        (lambda step, base=group["lr"]: poly_warmup_factor(step, base, recipe))
-        for group in optimizer.param_groups
-    ]
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
-    return optimizer, scheduler
-
-
-def gradient_accumulation_steps(total_batch_size: int, per_device_batch_size: int, num_processes: int) -> int:
-    """Accumulation steps so that per-device batch x processes x steps = the recipe's total batch."""
-    per_step = per_device_batch_size * num_processes
-    if per_device_batch_size < 1 or total_batch_size % per_step:
-        divisors = [b for b in range(1, total_batch_size + 1) if total_batch_size % (b * num_processes) == 0]
-        raise ValueError(
-            f"the total batch of {total_batch_size} images is not reachable with {per_device_batch_size} images "
-            f"per device on {num_processes} processes; use --per-device-batch-size in {divisors} or change "
-            "--total-batch-size (zero-shot results are sensitive to the batch size)"
-        )
-    return total_batch_size // per_step
-
-
-__all__ = [
-    "RECIPES",
-    "SETTINGS",
-    "SYNTHETIC",
-    "WORLD",
-    "generated_dataset",
-    "Recipe",
-    "build_optimizer",
-    "gradient_accumulation_steps",
-    "parameter_groups",
-    "poly_warmup_factor",
-]
+__all__ = ["CLIP_VIT_B16", "MODEL_TYPES", "RECIPES", "SETTINGS", "Recipe"]

@@ -15,11 +15,11 @@ Two vocabularies are built in:
   every unseen class is a new combination of a colour and a shape that seen classes show. Scenes come
   with captions (`caption_scene`) whose words `CAPTION_WORDS` lists, for pretraining a tiny CLIP.
 
-    python -m otseg_hf.synthetic --output-dir data/shapes [--world]   # train / validation + id2label.json
+    python -m otseg_hf.world.shapes --output-dir data/shapes [--world]   # train / validation + id2label.json
 
 ```python
 >>> import numpy as np
->>> from otseg_hf.synthetic import SyntheticShapes, caption_scene
+>>> from otseg_hf.world.shapes import SyntheticShapes, caption_scene
 >>> shapes = SyntheticShapes()  # 5 classes, "yellow star" and "striped square" unseen
 >>> dataset = shapes.to_dataset(num_images=64, seed=0)  # datasets.Dataset, columns image, label
 >>> shapes.class_names, shapes.seen_label_ids, shapes.unseen_label_ids

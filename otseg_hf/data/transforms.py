@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .image_processing_otseg import reduce_labels
+from ..model.image_processing_otseg import reduce_labels
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

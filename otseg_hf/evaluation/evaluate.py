@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .image_processing_otseg import OTSegImageProcessor, _label_array, reduce_labels
-from .inference import sliding_window_inference
+from ..model.image_processing_otseg import OTSegImageProcessor, _label_array, reduce_labels
+from ..model.sliding_window import sliding_window_inference
 from .metrics import SegmentationMetric, confusion_matrix
 
 

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from transformers.image_processing_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
+from .configuration_base import check_class_names, check_prompt_templates
 from .configuration_otseg import VOC_PROMPT_TEMPLATES
-from .configuration_zero_shot import check_class_names, check_prompt_templates
 
 
 class OTSegProcessor(ProcessorMixin):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from transformers import CLIPConfig, PretrainedConfig
 
-from .configuration_zero_shot import (
+from .configuration_base import (
     VOC_CLASS_NAMES,
     VOC_UNSEEN_LABEL_IDS,
     ZeroShotSegmentationConfigMixin,
@@ -76,7 +76,7 @@ class OTSegConfig(ZeroShotSegmentationConfigMixin, PretrainedConfig):
             How training backpropagates through the Sinkhorn iterations, always exactly: `"recompute"` keeps the
             potentials of every iteration, `"checkpoint"` those of every sqrt(max_iter)-th only (the same
             gradient to the bit, less memory, a slower backward), `"unrolled"` lets autograd record every
-            iteration (most memory; for double backward). See `otseg_hf.sinkhorn.log_sinkhorn`.
+            iteration (most memory; for double backward). See `otseg_hf.model.sinkhorn.log_sinkhorn`.
         matching (`str`, *optional*, defaults to `"sinkhorn"`):
             How pixels are matched to prompts in the MPS path and the decoder: `"sinkhorn"` (optimal transport,
             the paper) or `"softmax"` (plain cross-attention, T = softmax over pixels of S / epsilon divided by N:

@@ -25,11 +25,11 @@ import PIL.ImageFont
 from tqdm.auto import tqdm
 from transformers import AutoModelForSemanticSegmentation, AutoTokenizer
 
-from .image_processing_otseg import OTSegImageProcessor
-from .modeling_otseg import OTSegForSemanticSegmentation
-from .modeling_zegot import ZegOTForSemanticSegmentation
-from .pipeline_otseg import OTSegImageSegmentationPipeline, OTSegZeroShotImageSegmentationPipeline
-from .processing_otseg import check_class_names
+from ..model.image_processing_otseg import OTSegImageProcessor
+from ..model.modeling_otseg import OTSegForSemanticSegmentation
+from ..model.modeling_zegot import ZegOTForSemanticSegmentation
+from ..model.pipeline_otseg import OTSegImageSegmentationPipeline, OTSegZeroShotImageSegmentationPipeline
+from ..model.processing_otseg import check_class_names
 
 
 def palette(num_colors: int) -> np.ndarray:

@@ -4,7 +4,7 @@ Plain data (spec sections 1, 7 and 10). Class ids are 0-based after dropping the
 the order is the one of the reference's datasets and of its precomputed text embeddings, so a
 class id here indexes the rows of the matching `*_otseg.npy` file.
 
-    >>> from otseg_hf.dataset_splits import DATASETS
+    >>> from otseg_hf.data.splits import DATASETS
     >>> voc = DATASETS["voc"]
     >>> [voc.class_names[i] for i in voc.unseen_label_ids]
     ['pottedplant', 'sheep', 'sofa', 'train', 'tvmonitor']
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .configuration_otseg import (
+from ..model.configuration_otseg import (
     CONTEXT_PROMPT_TEMPLATES,
     VOC_CLASS_NAMES,
     VOC_PROMPT_TEMPLATES,

@@ -1,0 +1,1 @@
+"""Conversion of the OTSeg authors' mmsegmentation checkpoints into OTSeg folders."""
