@@ -106,7 +106,7 @@ def main(argv=None) -> dict:
         processor,
         args.image_column,
         args.label_column,
-        reduce_labels=args.reduce_labels,
+        do_reduce_labels=args.reduce_labels,
         num_classes=len(class_names),
         ignore_index=model.config.ignore_index,
     )

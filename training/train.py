@@ -331,7 +331,7 @@ def main(argv=None) -> dict | None:
         ratio_range=recipe.ratio_range,
         cat_max_ratio=recipe.cat_max_ratio,
         ignore_index=model.config.ignore_index,
-        reduce_zero_label=args.reduce_labels,
+        do_reduce_labels=args.reduce_labels,
         num_classes=len(class_names),
     )
     train_data = load_split(args, args.train_split, recipe, streaming=args.streaming)
@@ -483,7 +483,7 @@ def run_evaluation(args, recipe, accelerator, model, data) -> dict | None:
         processor,
         args.image_column,
         args.label_column,
-        reduce_labels=args.reduce_labels,
+        do_reduce_labels=args.reduce_labels,
         num_classes=len(unwrapped.config.id2label),
         ignore_index=unwrapped.config.ignore_index,
     )
