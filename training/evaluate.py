@@ -20,7 +20,7 @@ from pathlib import Path
 
 from accelerate import Accelerator, PartialState
 from accelerate.utils import parse_flag_from_env
-from transformers import AutoModelForSemanticSegmentation, AutoTokenizer
+from transformers import AutoModelForSemanticSegmentation
 
 import otseg_hf  # noqa: F401  (registers the Auto classes)
 from otseg_hf.cli.arguments import add_dataset_arguments
@@ -28,6 +28,7 @@ from otseg_hf.data.loading import load_dataset_split
 from otseg_hf.data.splits import DATASETS
 from otseg_hf.evaluation.evaluate import EvaluationSet, evaluate_model
 from otseg_hf.hub.folders import default_image_processor
+from otseg_hf.model.processing_otseg import load_tokenizer
 from otseg_hf.world.splits import GENERATED, generated_dataset
 
 
@@ -82,12 +83,9 @@ def main(argv=None) -> dict:
     if unseen is None:
         unseen = list(split.unseen_label_ids) if split and not args.class_names else None
     if list(class_names) != list(model.config.class_names):
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(args.model)
-        except (OSError, ValueError) as error:
-            raise ValueError(
-                f"{args.model} has no tokenizer, so it can only segment its own classes {model.config.class_names}"
-            ) from error
+        tokenizer = load_tokenizer(
+            args.model, f"the model can only segment its own classes {model.config.class_names}"
+        )
         model.set_class_names(class_names, tokenizer)
         accelerator.print(
             f"vocabulary set to the {len(class_names)} classes of {args.dataset or 'the given names'}"

@@ -44,6 +44,7 @@ from otseg_hf.data.loading import load_dataset_split
 from otseg_hf.data.transforms import training_transforms
 from otseg_hf.evaluation.evaluate import EvaluationSet, evaluate_model
 from otseg_hf.hub.folders import default_image_processor, save_otseg_folder
+from otseg_hf.model.processing_otseg import load_tokenizer
 from otseg_hf.recipes import RECIPES, SETTINGS, build_optimizer, gradient_accumulation_steps
 from otseg_hf.world.splits import GENERATED, generated_dataset
 
@@ -181,8 +182,6 @@ def build_model(args, recipe, class_names, seen_label_ids):
     model_class = MODEL_CLASSES[recipe.model_type]
     transductive = recipe.setting == "transductive"
     if args.init_from:
-        from transformers import AutoTokenizer
-
         model = model_class.from_pretrained(args.init_from)
         if list(model.config.class_names) != list(class_names):
             raise ValueError(
@@ -194,11 +193,7 @@ def build_model(args, recipe, class_names, seen_label_ids):
         )  # validates the new setting (e.g. transductive needs unseen classes)
         model.config.seen_label_ids = seen_label_ids
         model.config.transductive = transductive
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(args.init_from)
-        except (OSError, ValueError):
-            tokenizer = None
-        return model, tokenizer
+        return model, load_tokenizer(args.init_from)
     overrides = {**recipe.model_overrides, **parse_overrides(args.model_override)}
     if recipe.model_type == "otseg":
         overrides.setdefault("prompt_templates", list(recipe.split.prompt_templates))
@@ -213,9 +208,7 @@ def build_model(args, recipe, class_names, seen_label_ids):
             clip, class_names, seen_label_ids, transductive, tokenizer, recipe.crop_size, **overrides
         )
         return model, tokenizer
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(recipe.clip)
+    tokenizer = load_tokenizer(recipe.clip, "pass a CLIP name or folder that has one")
     model = model_class.from_clip(
         recipe.clip, class_names, seen_label_ids, transductive, tokenizer, recipe.crop_size, **overrides
     )

@@ -53,6 +53,7 @@ from ..hub.folders import default_image_processor, save_otseg_folder
 from ..model.configuration_otseg import CONTEXT_PROMPT_TEMPLATES, VOC_PROMPT_TEMPLATES, OTSegConfig
 from ..model.image_processing_otseg import OTSegImageProcessor
 from ..model.modeling_otseg import OTSegForSemanticSegmentation
+from ..model.processing_otseg import load_tokenizer
 
 # SHA-256 of OpenAI's ViT-B/16 file (it is part of OpenAI's download URL; the `clip` package checks it)
 OPENAI_VIT_B16_SHA256 = "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f"
@@ -751,7 +752,7 @@ def openai_text_tower(openai_state_dict: dict[str, torch.Tensor], head_dim: int 
 
 def transformers_text_tower(path: str | os.PathLike) -> tuple[TextTower, object | None]:
     """The text tower of a transformers CLIP folder, and its tokenizer when the folder has one."""
-    from transformers import AutoTokenizer, CLIPModel
+    from transformers import CLIPModel
 
     try:
         clip = CLIPModel.from_pretrained(path)
@@ -762,10 +763,7 @@ def transformers_text_tower(path: str | os.PathLike) -> tuple[TextTower, object 
         for k, v in clip.state_dict().items()
         if k.startswith("text_model.") or k in ("text_projection.weight", "logit_scale")
     }
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError):
-        tokenizer = None
+    tokenizer = load_tokenizer(path)
     return TextTower(state_dict, clip.config.text_config.to_dict()), tokenizer
 
 
@@ -846,8 +844,6 @@ def convert_checkpoint(
         The output folder: model, image processor (the dataset's test short side, else the training size),
         tokenizer and processor (when a tokenizer is at hand), code and model card.
     """
-    from transformers import AutoTokenizer
-
     out = Path(out)
     if setting not in SETTINGS:
         raise ReferenceCheckpointError(f"setting must be one of {SETTINGS}, got {setting!r}")
@@ -922,7 +918,7 @@ def convert_checkpoint(
     model = OTSegForSemanticSegmentation(config)
     model.load_state_dict(state_dict, strict=True)
     model.eval()
-    text_tokenizer = AutoTokenizer.from_pretrained(tokenizer) if tokenizer is not None else clip_tokenizer
+    text_tokenizer = clip_tokenizer if tokenizer is None else load_tokenizer(tokenizer, "pass a tokenizer folder")
     if embeds is None:
         if text_tokenizer is None:
             raise ReferenceCheckpointError(

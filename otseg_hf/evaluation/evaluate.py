@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..model.image_processing_otseg import OTSegImageProcessor
+from ..model.image_processing_otseg import OTSegImageProcessor, penalised_label_ids
 from ..model.image_transforms import check_label_ids, read_label, reduce_labels
 from ..model.sliding_window import sliding_window_inference
 from .metrics import SegmentationMetric, confusion_matrix
@@ -72,12 +72,6 @@ class EvaluationSet(Dataset):
             0
         ]
         return pixel_values, torch.from_numpy(label)
-
-
-def penalised_label_ids(config) -> list[int] | None:
-    """Channels that get the seen-class penalty at inference (spec section 7): the seen classes of an inductive
-    model; none for transductive and fully supervised ones."""
-    return list(config.seen_label_ids) if config.setting == "inductive" else None
 
 
 @torch.no_grad()

@@ -303,6 +303,18 @@ class OTSegImageProcessor(PilBackend):
         return results
 
 
+def penalised_label_ids(config, labels: Sequence[str] | None = None) -> list[int] | None:
+    """The output channels that get the seen-class penalty at inference (spec section 7): those of the classes an
+    inductive model saw in training, found by name among `labels` (the vocabulary of the output channels;
+    defaults to the model's own, `config.id2label`). `None` (no penalty) for transductive and fully supervised
+    models. The `seen_label_ids` to pass to `post_process_semantic_segmentation`."""
+    if config.setting != "inductive":
+        return None
+    seen_names = {config.id2label[i] for i in config.seen_label_ids}
+    labels = [config.id2label[i] for i in range(len(config.id2label))] if labels is None else labels
+    return [index for index, name in enumerate(labels) if name in seen_names]
+
+
 # ----------------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------------
@@ -357,4 +369,4 @@ def _round_up(value: int, divisor: int) -> int:
     return int(math.ceil(value / divisor) * divisor)
 
 
-__all__ = ["OTSegImageProcessor", "reduce_labels"]
+__all__ = ["OTSegImageProcessor", "penalised_label_ids", "reduce_labels"]

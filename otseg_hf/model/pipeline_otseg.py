@@ -31,6 +31,7 @@ from transformers.dynamic_module_utils import custom_object_save
 from transformers.image_utils import load_image
 from transformers.pipelines.base import Pipeline
 
+from .image_processing_otseg import penalised_label_ids
 from .processing_otseg import OTSegProcessor, check_class_names
 from .sliding_window import sliding_window_inference
 
@@ -130,7 +131,7 @@ class OTSegImageSegmentationPipeline(Pipeline):
         result = self.image_processor.post_process_semantic_segmentation(
             model_outputs,
             target_sizes=[model_outputs["target_size"]],
-            seen_label_ids=self._seen_label_ids(labels),
+            seen_label_ids=penalised_label_ids(self.model.config, labels),
             seen_class_penalty=self.model.config.seen_class_penalty,
             return_segmentation_scores=True,
         )[0]
@@ -150,14 +151,6 @@ class OTSegImageSegmentationPipeline(Pipeline):
 
     def _text_embeds(self, model_inputs) -> torch.Tensor | None:
         return None  # the model's cached class embeddings
-
-    def _seen_label_ids(self, labels: list[str]) -> list[int] | None:
-        """Channels that get the seen-class penalty: the seen classes of an inductive model, matched by name."""
-        config = self.model.config
-        if config.setting != "inductive":
-            return None
-        seen_names = {config.id2label[i] for i in config.seen_label_ids}
-        return [i for i, name in enumerate(labels) if name in seen_names]
 
     # -- saving -----------------------------------------------------------------------------------------
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs):
