@@ -25,7 +25,7 @@ from transformers import AutoModelForSemanticSegmentation
 import otseg_hf  # noqa: F401  (registers the Auto classes)
 from otseg_hf.cli.arguments import add_dataset_arguments
 from otseg_hf.data.loading import load_dataset_split
-from otseg_hf.data.splits import DATASETS
+from otseg_hf.data.splits import DATASETS, resolve_vocabulary
 from otseg_hf.evaluation.evaluate import EvaluationSet, evaluate_model
 from otseg_hf.hub.folders import default_image_processor
 from otseg_hf.model.processing_otseg import load_tokenizer
@@ -78,10 +78,11 @@ def main(argv=None) -> dict:
 
     # 1. vocabulary and split
     split = GENERATED.get(args.dataset) or DATASETS.get(args.dataset)
-    class_names = args.class_names or (list(split.class_names) if split else list(model.config.class_names))
-    unseen = args.unseen_label_ids
-    if unseen is None:
-        unseen = list(split.unseen_label_ids) if split and not args.class_names else None
+    vocabulary = resolve_vocabulary(
+        split, args.class_names, args.unseen_label_ids, default_class_names=model.config.class_names
+    )
+    class_names = list(vocabulary.class_names)
+    unseen = None if vocabulary.unseen_label_ids is None else list(vocabulary.unseen_label_ids)
     if list(class_names) != list(model.config.class_names):
         tokenizer = load_tokenizer(
             args.model, f"the model can only segment its own classes {model.config.class_names}"

@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 from otseg_hf import OTSegForSemanticSegmentation, ZegOTForSemanticSegmentation
 from otseg_hf.cli.arguments import add_dataset_arguments
 from otseg_hf.data.loading import load_dataset_split
+from otseg_hf.data.splits import resolve_vocabulary
 from otseg_hf.data.transforms import training_transforms
 from otseg_hf.evaluation.evaluate import EvaluationSet, evaluate_model
 from otseg_hf.hub.folders import default_image_processor, save_otseg_folder
@@ -269,20 +270,11 @@ def main(argv=None) -> dict | None:
             f"recipe {recipe.name} starts from the {recipe.init_from} checkpoint: pass --init-from with the folder "
             "that run wrote (its OUTPUT_DIR)"
         )
-    class_names = args.class_names or list(recipe.split.class_names)
-    unseen = (
-        args.unseen_label_ids if args.unseen_label_ids is not None else list(recipe.split.unseen_label_ids)
-    )
-    if args.class_names and args.unseen_label_ids is None and recipe.setting != "fully_supervised":
+    vocabulary = resolve_vocabulary(recipe.split, args.class_names, args.unseen_label_ids)
+    class_names = list(vocabulary.class_names)
+    if vocabulary.seen_label_ids is None and recipe.setting != "fully_supervised":
         raise ValueError("with --class-names, give --unseen-label-ids too (or --setting fully_supervised)")
-    bad = [i for i in unseen if not 0 <= i < len(class_names)]
-    if bad:
-        raise ValueError(f"--unseen-label-ids {bad} are out of range for {len(class_names)} classes")
-    seen_label_ids = (
-        None
-        if recipe.setting == "fully_supervised"
-        else [i for i in range(len(class_names)) if i not in unseen]
-    )
+    seen_label_ids = None if recipe.setting == "fully_supervised" else list(vocabulary.seen_label_ids)
 
     # 1. accelerator: the recipe's total batch through gradient accumulation
     # (the state must know about the CPU before anything else: several CPU processes need cpu=True)
