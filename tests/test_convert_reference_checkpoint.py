@@ -22,6 +22,7 @@ from torch import nn
 from transformers import CLIPModel, CLIPTokenizer
 
 from otseg_hf import OTSegForSemanticSegmentation, OTSegProcessor
+from otseg_hf.cli.convert import main
 from otseg_hf.convert.checkpoint import (
     ReferenceCheckpointError,
     convert_checkpoint,
@@ -30,7 +31,6 @@ from otseg_hf.convert.checkpoint import (
     infer_config,
     load_openai_clip_state_dict,
     load_text_embeddings,
-    main,
     openai_text_tower,
     read_reference_checkpoint,
     to_reference_state_dict,

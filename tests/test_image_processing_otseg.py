@@ -16,6 +16,7 @@ from transformers import AutoImageProcessor
 
 from otseg_hf import OTSegImageProcessor, sliding_window_inference
 from otseg_hf.model.sliding_window import window_boxes
+from tests.spec_resize import spec_bilinear, spec_nearest
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -58,15 +59,19 @@ def test_output_size(image_size, size, expected):
     assert OTSegImageProcessor(size=size).get_output_size(image_size) == expected
 
 
-def test_resize_and_normalise_match_pil():
+def test_resize_and_normalise_follow_the_spec():
+    """Bilinear as cv2 (spec section 9, tests/spec_resize.py), then ImageNet's normalisation; PIL's BILINEAR
+    (antialiased) would differ when shrinking."""
     rng = np.random.default_rng(0)
-    array = rng.integers(0, 256, size=(30, 50, 3), dtype=np.uint8)
-    processor = OTSegImageProcessor(size={"shortest_edge": 32}, do_pad=False)
-    values = processor(PIL.Image.fromarray(array), return_tensors="np")["pixel_values"][0]
-    resized = np.asarray(PIL.Image.fromarray(array).resize((53, 32), PIL.Image.BILINEAR), dtype=np.float32)
-    expected = ((resized / 255.0 - MEAN) / STD).transpose(2, 0, 1)
-    assert values.shape == (3, 32, 53)
-    np.testing.assert_allclose(values, expected, atol=1e-5)
+    for shape, size in [((30, 50, 3), 32), ((64, 40, 3), 17)]:  # enlarge, shrink
+        array = rng.integers(0, 256, size=shape, dtype=np.uint8)
+        processor = OTSegImageProcessor(size={"shortest_edge": size}, do_pad=False)
+        values = processor(PIL.Image.fromarray(array), return_tensors="np")["pixel_values"][0]
+        height, width = processor.get_output_size(shape[:2])
+        resized = spec_bilinear(array, height, width).astype(np.float32)
+        expected = ((resized / 255.0 - MEAN) / STD).transpose(2, 0, 1)
+        assert values.shape == (3, height, width)
+        np.testing.assert_allclose(values, expected, atol=1e-5)
 
 
 def test_tiny_and_extreme_images():
@@ -225,7 +230,7 @@ def coloured_by_label(label: np.ndarray) -> np.ndarray:
     seed=st.integers(0, 2**16),
 )
 def test_labels_follow_images_under_every_resize(height, width, size, seed):
-    """Labels are resized NEAREST like PIL, image BILINEAR: wherever the resized image shows a pure class colour,
+    """Labels are resized nearest as cv2 (spec section 9), image bilinear: wherever the resized image shows a pure class colour,
     the label is that class, and padding is ignore in the labels exactly where the image is padded."""
     rng = np.random.default_rng(seed)
     block = max(1, min(height, width) // 2)
@@ -241,9 +246,7 @@ def test_labels_follow_images_under_every_resize(height, width, size, seed):
         return_tensors="np",
     )
     out_h, out_w = processor.get_output_size((height, width))
-    expected = np.asarray(
-        PIL.Image.fromarray(label.astype(np.int32)).resize((out_w, out_h), PIL.Image.NEAREST)
-    )
+    expected = spec_nearest(label, out_h, out_w)
     labels, pixels = out["labels"][0], out["pixel_values"][0].transpose(1, 2, 0)
     np.testing.assert_array_equal(labels[:out_h, :out_w], expected)
     assert (labels[out_h:] == 255).all() and (labels[:, out_w:] == 255).all()

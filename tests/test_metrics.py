@@ -245,7 +245,7 @@ def test_reduce_and_gather_across_two_processes():
 # ----------------------------------------------------------------------------------------------------
 def test_out_of_range_ids_are_named():
     labels = np.array([[0, 1, 9, 255]])
-    with pytest.raises(ValueError, match=r"labels contain ids \[9\]"):
+    with pytest.raises(ValueError, match=r"label ids \[9\]"):
         confusion_matrix(np.zeros_like(labels), labels, 3)
     with pytest.raises(ValueError, match=r"predictions contain ids \[4\]"):
         confusion_matrix(np.array([[0, 4, 1, 4]]), np.array([[0, 1, 1, 255]]), 3)

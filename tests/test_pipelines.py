@@ -25,11 +25,8 @@ from otseg_hf import (
     OTSegImageSegmentationPipeline,
     OTSegZeroShotImageSegmentationPipeline,
 )
-from otseg_hf.model.pipeline_otseg import (
-    otseg_custom_pipelines,
-    route_image_segmentation,
-    save_pipeline_folder,
-)
+from otseg_hf.model.pipeline_otseg import otseg_custom_pipelines, save_pipeline_folder
+from otseg_hf.registration import route_image_segmentation
 from tests.pipeline_helpers import (
     PENALTY,
     calibrated_argmax,

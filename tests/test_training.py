@@ -165,7 +165,7 @@ def test_label_ids_outside_the_classes_name_the_row(make_model):
     data = world.to_dataset(2, seed=0)
     model = make_model()
     dataset = EvaluationSet(data, default_image_processor(model.config), num_classes=3)  # ids 3, 4 exist
-    with pytest.raises(ValueError, match=r"row \d: label ids \[.*\] are outside the 3 classes"):
+    with pytest.raises(ValueError, match=r"label ids \[.*\] in row \d are outside the 3 classes"):
         evaluate_model(model, dataset)
 
 

@@ -154,7 +154,7 @@ def test_nearest_label_resize(label, new_height, new_width, factor):
     upscaled = resize_label(label, (height * factor, width * factor))
     assert np.array_equal(upscaled, np.kron(label, np.ones((factor, factor), label.dtype)))
     big = np.kron(label, np.ones((factor, factor), label.dtype))
-    assert np.array_equal(resize_label(big, (height, width)), label)  # centre samples of each block
+    assert np.array_equal(resize_label(big, (height, width)), label)  # the first pixel of each block
 
 
 def test_horizontal_flip_probability():

@@ -40,7 +40,7 @@ import numpy as np
 from PIL import Image
 
 from otseg_hf.data.splits import DATASETS
-from otseg_hf.data.transforms import check_label_ids, reduce_labels
+from otseg_hf.model.image_transforms import check_label_ids, reduce_labels
 
 IGNORE_INDEX = 255
 # split names of the layouts -> names in the output DatasetDict
@@ -140,14 +140,14 @@ class Layout:
 
     list_pairs: Callable[[Path, str], Pairs]
     splits: tuple[str, ...]
-    reduce_zero_label: bool
+    do_reduce_labels: bool
 
 
 LAYOUTS = {
-    "voc": Layout(voc_pairs, ("train_aug", "val"), reduce_zero_label=True),
-    "context": Layout(context_pairs, ("train", "val"), reduce_zero_label=True),
-    "coco-stuff": Layout(coco_stuff_pairs, ("train2017", "val2017"), reduce_zero_label=False),
-    "ade20k": Layout(ade20k_pairs, ("training", "validation"), reduce_zero_label=True),
+    "voc": Layout(voc_pairs, ("train_aug", "val"), do_reduce_labels=True),
+    "context": Layout(context_pairs, ("train", "val"), do_reduce_labels=True),
+    "coco-stuff": Layout(coco_stuff_pairs, ("train2017", "val2017"), do_reduce_labels=False),
+    "ade20k": Layout(ade20k_pairs, ("training", "validation"), do_reduce_labels=True),
 }
 
 
@@ -155,7 +155,7 @@ LAYOUTS = {
 # conversion
 # ----------------------------------------------------------------------------------------------------
 def read_label(
-    path: str, reduce_zero_label: bool, num_classes: int, ignore_index: int = IGNORE_INDEX
+    path: str, do_reduce_labels: bool, num_classes: int, ignore_index: int = IGNORE_INDEX
 ) -> np.ndarray:
     """Class ids (H, W) of a label PNG (palette or grey), reduced if asked, checked against the classes."""
     with Image.open(path) as image:
@@ -164,7 +164,7 @@ def read_label(
                 f"{path}: label images must hold one class id per pixel (mode L or P), got mode {image.mode}"
             )
         label = np.asarray(image)
-    if reduce_zero_label:
+    if do_reduce_labels:
         label = reduce_labels(label, ignore_index)
     return check_label_ids(label, num_classes, ignore_index, where=path)
 
@@ -177,9 +177,9 @@ def _png_bytes(label: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _examples(pairs: Pairs, reduce_zero_label: bool, num_classes: int, ignore_index: int):
+def _examples(pairs: Pairs, do_reduce_labels: bool, num_classes: int, ignore_index: int):
     for image_path, label_path in pairs:
-        label = read_label(label_path, reduce_zero_label, num_classes, ignore_index)
+        label = read_label(label_path, do_reduce_labels, num_classes, ignore_index)
         with Image.open(image_path) as image:
             width, height = image.size
         if (height, width) != label.shape:
@@ -197,7 +197,7 @@ FEATURES = datasets.Features({"image": datasets.Image(), "label": datasets.Image
 
 def pairs_to_dataset(
     pairs: Pairs,
-    reduce_zero_label: bool,
+    do_reduce_labels: bool,
     num_classes: int,
     ignore_index: int = IGNORE_INDEX,
     num_proc: int | None = None,
@@ -210,7 +210,7 @@ def pairs_to_dataset(
             features=FEATURES,
             gen_kwargs=dict(
                 pairs=pairs,
-                reduce_zero_label=reduce_zero_label,
+                do_reduce_labels=do_reduce_labels,
                 num_classes=num_classes,
                 ignore_index=ignore_index,
             ),
@@ -248,7 +248,7 @@ def convert(
             {
                 output: pairs_to_dataset(
                     split_pairs,
-                    layout.reduce_zero_label,
+                    layout.do_reduce_labels,
                     classes.num_classes,
                     IGNORE_INDEX,
                     num_proc,

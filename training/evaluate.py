@@ -20,14 +20,15 @@ from pathlib import Path
 
 from accelerate import Accelerator, PartialState
 from accelerate.utils import parse_flag_from_env
-from transformers import AutoModelForSemanticSegmentation, AutoTokenizer
+from transformers import AutoModelForSemanticSegmentation
 
 import otseg_hf  # noqa: F401  (registers the Auto classes)
 from otseg_hf.cli.arguments import add_dataset_arguments
 from otseg_hf.data.loading import load_dataset_split
-from otseg_hf.data.splits import DATASETS
+from otseg_hf.data.splits import DATASETS, resolve_vocabulary
 from otseg_hf.evaluation.evaluate import EvaluationSet, evaluate_model
 from otseg_hf.hub.folders import default_image_processor
+from otseg_hf.model.processing_otseg import load_tokenizer
 from otseg_hf.world.splits import GENERATED, generated_dataset
 
 
@@ -77,17 +78,15 @@ def main(argv=None) -> dict:
 
     # 1. vocabulary and split
     split = GENERATED.get(args.dataset) or DATASETS.get(args.dataset)
-    class_names = args.class_names or (list(split.class_names) if split else list(model.config.class_names))
-    unseen = args.unseen_label_ids
-    if unseen is None:
-        unseen = list(split.unseen_label_ids) if split and not args.class_names else None
+    vocabulary = resolve_vocabulary(
+        split, args.class_names, args.unseen_label_ids, default_class_names=model.config.class_names
+    )
+    class_names = list(vocabulary.class_names)
+    unseen = None if vocabulary.unseen_label_ids is None else list(vocabulary.unseen_label_ids)
     if list(class_names) != list(model.config.class_names):
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(args.model)
-        except (OSError, ValueError) as error:
-            raise ValueError(
-                f"{args.model} has no tokenizer, so it can only segment its own classes {model.config.class_names}"
-            ) from error
+        tokenizer = load_tokenizer(
+            args.model, f"the model can only segment its own classes {model.config.class_names}"
+        )
         model.set_class_names(class_names, tokenizer)
         accelerator.print(
             f"vocabulary set to the {len(class_names)} classes of {args.dataset or 'the given names'}"
@@ -106,7 +105,7 @@ def main(argv=None) -> dict:
         processor,
         args.image_column,
         args.label_column,
-        reduce_labels=args.reduce_labels,
+        do_reduce_labels=args.reduce_labels,
         num_classes=len(class_names),
         ignore_index=model.config.ignore_index,
     )

@@ -41,9 +41,11 @@ from tqdm.auto import tqdm
 from otseg_hf import OTSegForSemanticSegmentation, ZegOTForSemanticSegmentation
 from otseg_hf.cli.arguments import add_dataset_arguments
 from otseg_hf.data.loading import load_dataset_split
+from otseg_hf.data.splits import resolve_vocabulary
 from otseg_hf.data.transforms import training_transforms
 from otseg_hf.evaluation.evaluate import EvaluationSet, evaluate_model
 from otseg_hf.hub.folders import default_image_processor, save_otseg_folder
+from otseg_hf.model.processing_otseg import load_tokenizer
 from otseg_hf.recipes import RECIPES, SETTINGS, build_optimizer, gradient_accumulation_steps
 from otseg_hf.world.splits import GENERATED, generated_dataset
 
@@ -181,8 +183,6 @@ def build_model(args, recipe, class_names, seen_label_ids):
     model_class = MODEL_CLASSES[recipe.model_type]
     transductive = recipe.setting == "transductive"
     if args.init_from:
-        from transformers import AutoTokenizer
-
         model = model_class.from_pretrained(args.init_from)
         if list(model.config.class_names) != list(class_names):
             raise ValueError(
@@ -194,11 +194,7 @@ def build_model(args, recipe, class_names, seen_label_ids):
         )  # validates the new setting (e.g. transductive needs unseen classes)
         model.config.seen_label_ids = seen_label_ids
         model.config.transductive = transductive
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(args.init_from)
-        except (OSError, ValueError):
-            tokenizer = None
-        return model, tokenizer
+        return model, load_tokenizer(args.init_from)
     overrides = {**recipe.model_overrides, **parse_overrides(args.model_override)}
     if recipe.model_type == "otseg":
         overrides.setdefault("prompt_templates", list(recipe.split.prompt_templates))
@@ -213,9 +209,7 @@ def build_model(args, recipe, class_names, seen_label_ids):
             clip, class_names, seen_label_ids, transductive, tokenizer, recipe.crop_size, **overrides
         )
         return model, tokenizer
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(recipe.clip)
+    tokenizer = load_tokenizer(recipe.clip, "pass a CLIP name or folder that has one")
     model = model_class.from_clip(
         recipe.clip, class_names, seen_label_ids, transductive, tokenizer, recipe.crop_size, **overrides
     )
@@ -276,20 +270,11 @@ def main(argv=None) -> dict | None:
             f"recipe {recipe.name} starts from the {recipe.init_from} checkpoint: pass --init-from with the folder "
             "that run wrote (its OUTPUT_DIR)"
         )
-    class_names = args.class_names or list(recipe.split.class_names)
-    unseen = (
-        args.unseen_label_ids if args.unseen_label_ids is not None else list(recipe.split.unseen_label_ids)
-    )
-    if args.class_names and args.unseen_label_ids is None and recipe.setting != "fully_supervised":
+    vocabulary = resolve_vocabulary(recipe.split, args.class_names, args.unseen_label_ids)
+    class_names = list(vocabulary.class_names)
+    if vocabulary.seen_label_ids is None and recipe.setting != "fully_supervised":
         raise ValueError("with --class-names, give --unseen-label-ids too (or --setting fully_supervised)")
-    bad = [i for i in unseen if not 0 <= i < len(class_names)]
-    if bad:
-        raise ValueError(f"--unseen-label-ids {bad} are out of range for {len(class_names)} classes")
-    seen_label_ids = (
-        None
-        if recipe.setting == "fully_supervised"
-        else [i for i in range(len(class_names)) if i not in unseen]
-    )
+    seen_label_ids = None if recipe.setting == "fully_supervised" else list(vocabulary.seen_label_ids)
 
     # 1. accelerator: the recipe's total batch through gradient accumulation
     # (the state must know about the CPU before anything else: several CPU processes need cpu=True)
@@ -331,7 +316,7 @@ def main(argv=None) -> dict | None:
         ratio_range=recipe.ratio_range,
         cat_max_ratio=recipe.cat_max_ratio,
         ignore_index=model.config.ignore_index,
-        reduce_zero_label=args.reduce_labels,
+        do_reduce_labels=args.reduce_labels,
         num_classes=len(class_names),
     )
     train_data = load_split(args, args.train_split, recipe, streaming=args.streaming)
@@ -483,7 +468,7 @@ def run_evaluation(args, recipe, accelerator, model, data) -> dict | None:
         processor,
         args.image_column,
         args.label_column,
-        reduce_labels=args.reduce_labels,
+        do_reduce_labels=args.reduce_labels,
         num_classes=len(unwrapped.config.id2label),
         ignore_index=unwrapped.config.ignore_index,
     )

@@ -11,10 +11,11 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from transformers import AutoModelForSemanticSegmentation, AutoTokenizer
+from transformers import AutoModelForSemanticSegmentation
 
 from ..hub.folders import MODEL_CLASSES, default_image_processor, push_otseg_folder, save_otseg_folder
 from ..model.image_processing_otseg import OTSegImageProcessor
+from ..model.processing_otseg import load_tokenizer
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -57,12 +58,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     tokenizer = None
     if not args.no_tokenizer:
         source = args.tokenizer or args.model
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(source)
-        except (OSError, ValueError) as error:
-            raise SystemExit(
-                f"no tokenizer at {source!r} ({error}); pass --tokenizer or --no-tokenizer"
-            ) from error
+        tokenizer = load_tokenizer(source)
+        if tokenizer is None:
+            raise SystemExit(f"no tokenizer at {source!r}; pass --tokenizer or --no-tokenizer")
     image_processor = default_image_processor(model.config)
     if args.shortest_edge or args.longest_edge:
         size = {"shortest_edge": args.shortest_edge or model.config.clip_config.vision_config.image_size}

@@ -23,13 +23,13 @@ import PIL.Image
 import PIL.ImageDraw
 import PIL.ImageFont
 from tqdm.auto import tqdm
-from transformers import AutoModelForSemanticSegmentation, AutoTokenizer
+from transformers import AutoModelForSemanticSegmentation
 
 from ..model.image_processing_otseg import OTSegImageProcessor
 from ..model.modeling_otseg import OTSegForSemanticSegmentation
 from ..model.modeling_zegot import ZegOTForSemanticSegmentation
 from ..model.pipeline_otseg import OTSegImageSegmentationPipeline, OTSegZeroShotImageSegmentationPipeline
-from ..model.processing_otseg import check_class_names
+from ..model.processing_otseg import check_class_names, load_tokenizer
 
 
 def palette(num_colors: int) -> np.ndarray:
@@ -151,13 +151,12 @@ def build_pipeline(args: argparse.Namespace):
     tokenizer = None
     if any(label not in model.config.label2id for label in labels):
         source = args.tokenizer or args.model
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(source)
-        except (OSError, ValueError) as error:
+        tokenizer = load_tokenizer(source)
+        if tokenizer is None:
             raise SystemExit(
                 f"otseg-segment: labels other than the model's classes need a tokenizer, and none was found at "
                 f"{source!r}; pass --tokenizer"
-            ) from error
+            )
     return OTSegZeroShotImageSegmentationPipeline(
         model=model, image_processor=image_processor, tokenizer=tokenizer, device=args.device
     )

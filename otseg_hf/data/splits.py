@@ -12,6 +12,7 @@ class id here indexes the rows of the matching `*_otseg.npy` file.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..model.configuration_otseg import (
@@ -173,6 +174,59 @@ ADE20K = DatasetSplit(
 
 DATASETS: dict[str, DatasetSplit] = {split.name: split for split in (VOC, CONTEXT, COCO_STUFF, ADE20K)}
 
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """The classes a command works with and which of them are seen (`None`: not known)."""
+
+    class_names: tuple[str, ...]
+    seen_label_ids: tuple[int, ...] | None
+
+    @property
+    def unseen_label_ids(self) -> tuple[int, ...] | None:
+        if self.seen_label_ids is None:
+            return None
+        seen = set(self.seen_label_ids)
+        return tuple(i for i in range(len(self.class_names)) if i not in seen)
+
+
+def resolve_vocabulary(
+    split: DatasetSplit | None = None,
+    class_names: Sequence[str] | None = None,
+    unseen_label_ids: Sequence[int] | None = None,
+    seen_label_ids: Sequence[int] | None = None,
+    default_class_names: Sequence[str] | None = None,
+) -> Vocabulary:
+    """The vocabulary of `training/train.py`, `training/evaluate.py` and the converter, from a dataset split and
+    the `--class-names`, `--unseen-label-ids`, `--seen-label-ids` overrides.
+
+    Class names: `class_names`, else the split's, else `default_class_names` (e.g. a model's own). Seen ids:
+    `seen_label_ids` as given (their order is the inductive label order), else every id not in
+    `unseen_label_ids`, else the split's when the class names are the split's, else `None` (not known).
+    Raises `ValueError` when there are no class names or an id is out of range, naming the flag.
+    """
+    if class_names is None:
+        class_names = split.class_names if split is not None else default_class_names
+    if class_names is None:
+        raise ValueError("give a dataset or explicit class names (--class-names)")
+    class_names = tuple(class_names)
+    for flag, ids in (("--unseen-label-ids", unseen_label_ids), ("--seen-label-ids", seen_label_ids)):
+        bad = [i for i in ids or () if not 0 <= i < len(class_names)]
+        if bad:
+            raise ValueError(f"{flag} {bad} are out of range for {len(class_names)} classes")
+    if seen_label_ids is not None:
+        seen = tuple(int(i) for i in seen_label_ids)
+    elif unseen_label_ids is not None:
+        unseen = {int(i) for i in unseen_label_ids}
+        seen = tuple(i for i in range(len(class_names)) if i not in unseen)
+    elif split is not None and tuple(split.class_names) == class_names:
+        seen = tuple(split.seen_label_ids)
+    else:
+        seen = None
+    return Vocabulary(class_names, seen)
+
+
 __all__ = [
     "ADE20K",
     "COCO_STUFF",
@@ -180,4 +234,6 @@ __all__ = [
     "DATASETS",
     "VOC",
     "DatasetSplit",
+    "Vocabulary",
+    "resolve_vocabulary",
 ]

@@ -11,10 +11,11 @@ The pipeline of the reference (mmseg), built by `training_transforms`:
     RandomRescale((2048, 512), ratio 0.5-2.0) -> RandomCrop(512, cat_max_ratio 0.75)
     -> RandomHorizontalFlip(0.5) -> PhotoMetricDistortion -> Normalize(ImageNet) -> Pad(512; 0 / 255)
 
-Labels are resized with nearest neighbour and padded with the ignore index. Differences from
-mmseg/OpenCV: images are resized with PIL's bilinear filter (antialiased when shrinking, OpenCV's
-is not), and the HSV round trip of the photometric distortion follows OpenCV's 8-bit formulas in
-floating point (within one grey level of OpenCV).
+Reading, rescaling, resizing (images bilinear and labels nearest, as the reference's cv2), normalising,
+padding and label checks are the primitives of `otseg_hf.model.image_transforms`, which the image processor
+shares: a label map is resized alike in training and at test time. Labels are padded with the ignore index.
+Difference from mmseg/OpenCV: the HSV round trip of the photometric distortion follows OpenCV's 8-bit
+formulas in floating point (within one grey level of OpenCV), as does the bilinear resize.
 """
 
 from __future__ import annotations
@@ -23,12 +24,19 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from ..model.image_processing_otseg import reduce_labels
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ..model.image_transforms import (
+    check_label_ids,
+    normalize,
+    pad,
+    read_image,
+    read_label,
+    reduce_labels,
+    rescale_size,
+    resize_image,
+    resize_label,
+)
 
 
 def _rng(rng: np.random.Generator | None) -> np.random.Generator:
@@ -38,62 +46,19 @@ def _rng(rng: np.random.Generator | None) -> np.random.Generator:
 
 
 def to_arrays(image, label) -> tuple[np.ndarray, np.ndarray]:
-    """PIL images or arrays -> RGB uint8 (H, W, 3) image and integer (H, W) label; checks the sizes agree."""
-    if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
-    if isinstance(label, Image.Image):
-        if label.mode not in ("L", "P", "I", "I;16"):
-            raise ValueError(
-                f"label images must be single-channel class ids (mode L, P, I), got mode {label.mode}"
-            )
-        label = np.asarray(label)
-    image, label = np.asarray(image), np.asarray(label)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"images must be (height, width, 3), got {image.shape}")
-    if label.ndim != 2 or not np.issubdtype(label.dtype, np.integer):
-        raise ValueError(f"labels must be (height, width) integer class ids, got {label.shape} {label.dtype}")
+    """One image and its label (PIL images, arrays or tensors; read as the image processor reads them) ->
+    RGB uint8 (H, W, 3) image (16-bit and float images rounded) and int64 (H, W) label; checks the sizes agree."""
+    image, label = read_image(image), read_label(label)
+    if image.dtype != np.uint8:
+        image = np.clip(np.floor(image + 0.5), 0, 255).astype(np.uint8)
     if image.shape[:2] != label.shape:
         raise ValueError(f"image {image.shape[:2]} and label {label.shape} differ in size")
     return image, label
 
 
 # ----------------------------------------------------------------------------------------------------
-# label helpers
+# label transforms
 # ----------------------------------------------------------------------------------------------------
-def check_label_ids(
-    label: np.ndarray, num_classes: int, ignore_index: int = 255, where: str = ""
-) -> np.ndarray:
-    """Return `label`; raise `ValueError` naming the ids that are neither 0..K-1 nor `ignore_index`."""
-    values = np.unique(np.asarray(label))
-    bad = values[((values < 0) | (values >= num_classes)) & (values != ignore_index)]
-    if bad.size:
-        place = f" in {where}" if where else ""
-        raise ValueError(
-            f"label ids {bad[:10].tolist()}{place} are outside the {num_classes} classes (0..{num_classes - 1}) "
-            f"and are not the ignore index {ignore_index}; check the class list, or reduce the labels if 0 "
-            "is a background that is not a class"
-        )
-    return label
-
-
-def resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize to (height, width): output pixel centres sample the input; only
-    existing ids can appear."""
-    height, width = label.shape
-    new_height, new_width = size
-    # source index floor((i + 1/2) * old / new), in integers
-    rows = (2 * np.arange(new_height) + 1) * height // (2 * new_height)
-    cols = (2 * np.arange(new_width) + 1) * width // (2 * new_width)
-    return label[rows[:, None], cols[None, :]]
-
-
-def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a uint8 (H, W, 3) image to (height, width) with PIL."""
-    if image.shape[:2] == tuple(size):
-        return image
-    return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
-
-
 class ReduceLabels:
     """`reduce_labels` as a transform."""
 
@@ -118,19 +83,12 @@ class CheckLabels:
 # ----------------------------------------------------------------------------------------------------
 # augmentations
 # ----------------------------------------------------------------------------------------------------
-def rescale_size(height: int, width: int, scale: tuple[int, int]) -> tuple[int, int]:
-    """mmcv's keep-ratio rescale: the largest size with long side <= max(scale) and short side <=
-    min(scale); returns (new_height, new_width)."""
-    factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
-    return int(height * factor + 0.5), int(width * factor + 0.5)
-
-
 class RandomRescale:
     """mmseg's `Resize(img_scale=scale, ratio_range=ratio_range, keep_ratio=True)`.
 
     A ratio r is drawn uniformly from `ratio_range`; the target scale is (int(scale[0] r), int(scale[1] r))
     and the image is rescaled keeping its aspect ratio to fit it (`rescale_size`). Image bilinear,
-    label nearest.
+    label nearest (`resize_image`, `resize_label`, as the image processor).
     """
 
     def __init__(self, scale: tuple[int, int] = (2048, 512), ratio_range: tuple[float, float] = (0.5, 2.0)):
@@ -142,7 +100,7 @@ class RandomRescale:
         low, high = self.ratio_range
         ratio = rng.random() * (high - low) + low
         target = (int(self.scale[0] * ratio), int(self.scale[1] * ratio))
-        size = rescale_size(*label.shape, target)
+        size = rescale_size(*label.shape, min(target), max(target))
         return resize_image(image, size), resize_label(label, size)
 
 
@@ -286,12 +244,14 @@ class PhotoMetricDistortion:
 class Normalize:
     """uint8 RGB -> float32 (x / 255 - mean) / std; ImageNet's statistics by default (spec section 9)."""
 
-    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
-        self.mean = np.asarray(mean, dtype=np.float32)
-        self.std = np.asarray(std, dtype=np.float32)
+    def __init__(
+        self, mean: Sequence[float] = IMAGENET_DEFAULT_MEAN, std: Sequence[float] = IMAGENET_DEFAULT_STD
+    ):
+        self.mean = mean
+        self.std = std
 
     def __call__(self, image, label, rng=None):
-        return (np.asarray(image, dtype=np.float32) / 255 - self.mean) / self.std, label
+        return normalize(image, self.mean, self.std), label
 
 
 class Pad:
@@ -303,13 +263,8 @@ class Pad:
         self.label_value = label_value
 
     def __call__(self, image, label, rng=None):
-        pad_height = max(self.size[0] - label.shape[0], 0)
-        pad_width = max(self.size[1] - label.shape[1], 0)
-        if pad_height == 0 and pad_width == 0:
-            return image, label
-        image = np.pad(image, ((0, pad_height), (0, pad_width), (0, 0)), constant_values=self.image_value)
-        label = np.pad(label, ((0, pad_height), (0, pad_width)), constant_values=self.label_value)
-        return image, label
+        height, width = max(self.size[0], label.shape[0]), max(self.size[1], label.shape[1])
+        return pad(image, height, width, self.image_value), pad(label, height, width, self.label_value)
 
 
 class ToTensor:
@@ -340,19 +295,19 @@ def training_transforms(
     ratio_range: tuple[float, float] = (0.5, 2.0),
     cat_max_ratio: float = 0.75,
     ignore_index: int = 255,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-    reduce_zero_label: bool = False,
+    mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
+    std: Sequence[float] = IMAGENET_DEFAULT_STD,
+    do_reduce_labels: bool = False,
     num_classes: int | None = None,
 ) -> Compose:
     """The reference's training pipeline (spec section 9), ending in tensors.
 
     Args:
         crop_size: 512 (480 for PASCAL Context).
-        reduce_zero_label: apply `ReduceLabels` first (raw VOC / Context / ADE20K labels).
+        do_reduce_labels: apply `ReduceLabels` first (raw VOC / Context / ADE20K labels).
         num_classes: when given, check the label ids (after reducing) with `CheckLabels`.
     """
-    steps = [ReduceLabels(ignore_index)] if reduce_zero_label else []
+    steps = [ReduceLabels(ignore_index)] if do_reduce_labels else []
     if num_classes is not None:
         steps.append(CheckLabels(num_classes, ignore_index))
     steps += [
@@ -368,8 +323,6 @@ def training_transforms(
 
 
 __all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "CheckLabels",
     "Compose",
     "Normalize",

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..model.image_processing_otseg import OTSegImageProcessor, _label_array, reduce_labels
+from ..model.image_processing_otseg import OTSegImageProcessor, penalised_label_ids
+from ..model.image_transforms import check_label_ids, read_label, reduce_labels
 from ..model.sliding_window import sliding_window_inference
 from .metrics import SegmentationMetric, confusion_matrix
 
@@ -28,7 +28,7 @@ class EvaluationSet(Dataset):
         dataset: rows with an image column and a label column (PIL images, arrays or tensors).
         image_processor: the test preprocessing; called with `do_pad=False`.
         image_column, label_column: the column names.
-        reduce_labels: the labels use 0 for a background that is not a class (raw VOC / Context / ADE20K).
+        do_reduce_labels: the labels use 0 for a background that is not a class (raw VOC / Context / ADE20K).
         num_classes: K; label ids other than 0..K-1 and `ignore_index` raise a `ValueError` naming the row.
         ignore_index: label of pixels without a class.
     """
@@ -39,7 +39,7 @@ class EvaluationSet(Dataset):
         image_processor: OTSegImageProcessor,
         image_column: str = "image",
         label_column: str = "label",
-        reduce_labels: bool = False,
+        do_reduce_labels: bool = False,
         num_classes: int | None = None,
         ignore_index: int = 255,
     ):
@@ -51,7 +51,7 @@ class EvaluationSet(Dataset):
         self.dataset = dataset
         self.image_processor = image_processor
         self.image_column, self.label_column = image_column, label_column
-        self.reduce_labels = reduce_labels
+        self.do_reduce_labels = do_reduce_labels
         self.num_classes = num_classes
         self.ignore_index = ignore_index
 
@@ -61,28 +61,17 @@ class EvaluationSet(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         row = self.dataset[index]
         image = self.image_processor.to_rgb(row[self.image_column])
-        label = _label_array(row[self.label_column])
-        if self.reduce_labels:
+        label = read_label(row[self.label_column])
+        if self.do_reduce_labels:
             label = reduce_labels(label, self.ignore_index)
         if image.shape[:2] != label.shape:
             raise ValueError(f"row {index}: the label is {label.shape} but the image is {image.shape[:2]}")
         if self.num_classes is not None:
-            bad = (label != self.ignore_index) & ((label < 0) | (label >= self.num_classes))
-            if bad.any():
-                raise ValueError(
-                    f"row {index}: label ids {np.unique(label[bad])[:10].tolist()} are outside the "
-                    f"{self.num_classes} classes and differ from ignore_index={self.ignore_index}"
-                )
+            check_label_ids(label, self.num_classes, self.ignore_index, where=f"row {index}")
         pixel_values = self.image_processor(images=image, do_pad=False, return_tensors="pt")["pixel_values"][
             0
         ]
         return pixel_values, torch.from_numpy(label)
-
-
-def penalised_label_ids(config) -> list[int] | None:
-    """Channels that get the seen-class penalty at inference (spec section 7): the seen classes of an inductive
-    model; none for transductive and fully supervised ones."""
-    return list(config.seen_label_ids) if config.setting == "inductive" else None
 
 
 @torch.no_grad()

@@ -14,8 +14,9 @@ matrices (`SegmentationMetric.reduce`), or gather per-image matrices with
 `accelerator.gather_for_metrics` (which drops the samples repeated to even out the last batch)
 and add them with `update_confusion_matrix`.
 
-This module imports only numpy and torch, so the `evaluate` script `otseg_miou.py` beside it can
-carry it along when `evaluate.load` copies the script.
+`evaluate.load` copies the `evaluate` script `otseg_miou.py` beside it together with this module into its
+own cache, where relative imports above this folder do not resolve: the shared label check is therefore
+imported by its absolute name (`otseg_hf` is installed wherever the script is loaded from its path).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from otseg_hf.model.image_transforms import check_label_ids
 
 NO_PIXELS = "no pixels"
 # `evaluate.load(EVALUATE_MODULE_PATH)` gives these metrics as an `evaluate.Metric` (works offline)
@@ -82,13 +85,8 @@ def confusion_matrix(
     batch = labels.shape[0] if per_sample else 1
     labels, predictions = labels.reshape(batch, -1), predictions.reshape(batch, -1)
 
+    check_label_ids(labels, num_classes, ignore_index)
     valid = labels != ignore_index
-    bad_labels = valid & ((labels < 0) | (labels >= num_classes))
-    if bool(bad_labels.any()):
-        raise ValueError(
-            f"labels contain ids {_some_values(labels[bad_labels])} outside the {num_classes} classes "
-            f"(0..{num_classes - 1}) and different from ignore_index={ignore_index}"
-        )
     bad_predictions = valid & ((predictions < 0) | (predictions >= num_classes))
     if bool(bad_predictions.any()):
         raise ValueError(

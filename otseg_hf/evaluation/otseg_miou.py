@@ -20,6 +20,10 @@ import datasets
 import evaluate
 import numpy as np
 
+# absolute: `evaluate.load` runs this script from a copy in its cache, where only this folder's modules
+# (copied along for the relative import) are reachable relatively
+from otseg_hf.model import image_transforms
+
 from .metrics import compute_metrics, confusion_matrix
 
 _DESCRIPTION = """
@@ -69,9 +73,7 @@ class OTSegMeanIoU(evaluate.Metric):
         for prediction, reference in zip(predictions, references):
             reference = np.array(reference, dtype=np.int64)
             if reduce_labels:
-                reference = np.where(
-                    (reference == 0) | (reference == ignore_index), ignore_index, reference - 1
-                )
+                reference = image_transforms.reduce_labels(reference, ignore_index)
             matrix = matrix + confusion_matrix(np.array(prediction), reference, num_labels, ignore_index)
         if isinstance(matrix, int):
             matrix = np.zeros((num_labels, num_labels), dtype=np.int64)

@@ -11,6 +11,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..evaluation.metrics import harmonic_mean
+
 # the card templates, shipped inside the package (otseg_hf/hub/templates/<model_type>.md)
 CARD_TEMPLATES = {
     "otseg": Path(__file__).resolve().parent / "templates" / "otseg.md",
@@ -72,8 +74,7 @@ def check_eval_results(eval_results: Sequence[Mapping[str, Any]] | Mapping[str, 
                     )
                 result[key] = value
         if result.get("hiou") is None:
-            seen, unseen = result["miou_seen"], result["miou_unseen"]
-            result["hiou"] = 0.0 if seen + unseen == 0 else 2 * seen * unseen / (seen + unseen)
+            result["hiou"] = harmonic_mean(result["miou_seen"], result["miou_unseen"])
         checked.append(result)
     return checked
 

@@ -18,7 +18,7 @@ from huggingface_hub import HfApi
 from ..model.image_processing_otseg import OTSegImageProcessor
 from ..model.modeling_otseg import OTSegForSemanticSegmentation
 from ..model.modeling_zegot import ZegOTForSemanticSegmentation
-from ..model.pipeline_otseg import save_pipeline_folder
+from ..model.pipeline_otseg import save_pipeline_folder  # in the closure: remote-code pipelines save with it
 from .cards import model_card
 
 MODEL_CLASSES = (OTSegForSemanticSegmentation, ZegOTForSemanticSegmentation)

@@ -3,7 +3,9 @@ outputs in, label maps out. NumPy/PIL only (no torchvision); torch only for the 
 
 Resizing follows the reference's test scale (spec section 7): the short side goes to `size["shortest_edge"]`,
 the long side in proportion (`int(x * scale + 0.5)`, as mmcv rounds), optionally capped by
-`size["longest_edge"]`. Normalisation is ImageNet's (spec section 9), not CLIP's.
+`size["longest_edge"]`; images bilinear and maps nearest as the reference's cv2 (spec section 9). The
+primitives are those of `image_transforms`, which the training transforms share. Normalisation is ImageNet's
+(spec section 9), not CLIP's.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import PIL.Image
-import PIL.ImageOps
 import torch
 import torch.nn.functional as F
 from transformers.image_processing_backends import PilBackend
@@ -22,7 +23,16 @@ from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling, SizeDict
 from transformers.processing_utils import ImagesKwargs
 
-EXIF_ORIENTATION = 0x0112
+from .image_transforms import (
+    normalize,
+    pad,
+    read_image,
+    read_label,
+    reduce_labels,
+    rescale_size,
+    resize_image,
+    resize_label,
+)
 
 
 class OTSegImageProcessorKwargs(ImagesKwargs, total=False):
@@ -64,7 +74,9 @@ class OTSegImageProcessor(PilBackend):
             l (the reference's `img_scale=(2048, 512)` is `{"shortest_edge": 512, "longest_edge": 2048}`);
             `{"height": h, "width": w}`: exactly that size.
         resample (`PILImageResampling`, *optional*, defaults to `BILINEAR`):
-            Filter for images; segmentation maps always use `NEAREST`.
+            Filter for images: `BILINEAR` is cv2's `INTER_LINEAR` as the reference resizes (no antialiasing,
+            see `image_transforms.resize_image`), any other is PIL's filter. Segmentation maps are always
+            resized nearest as cv2's `INTER_NEAREST` (`image_transforms.resize_label`).
         do_rescale (`bool`, *optional*, defaults to `True`):
             Whether to multiply values by `rescale_factor` (0..255 -> 0..1).
         rescale_factor (`float`, *optional*, defaults to `1/255`):
@@ -151,7 +163,7 @@ class OTSegImageProcessor(PilBackend):
         images = [self.to_rgb(image) for image in _as_list(images)]
         maps = None
         if segmentation_maps is not None:
-            maps = [_label_array(m) for m in _as_list(segmentation_maps)]
+            maps = [read_label(m) for m in _as_list(segmentation_maps)]
             if len(maps) != len(images):
                 raise ValueError(f"got {len(images)} images but {len(maps)} segmentation maps")
             for index, (image, label) in enumerate(zip(images, maps)):
@@ -161,30 +173,33 @@ class OTSegImageProcessor(PilBackend):
                         f"{image.shape[0]}x{image.shape[1]} (height x width)"
                     )
 
-        pixel_values, labels = [], []
+        pixel_values, labels = [], []  # (H, W, 3) and (H, W) until the end
         for index, image in enumerate(images):
             output_size = self.get_output_size(image.shape[:2], size) if do_resize else image.shape[:2]
             if tuple(output_size) != image.shape[:2]:
-                image = _resize_rgb(image, output_size, resample)
-            image = image.astype(np.float32)
-            if do_rescale:
-                image = image * np.float32(rescale_factor)
-            if do_normalize:
-                image = (image - np.asarray(image_mean, np.float32)) / np.asarray(image_std, np.float32)
-            pixel_values.append(np.ascontiguousarray(image.transpose(2, 0, 1)))  # (H, W, 3) -> (3, H, W)
+                image = _resize(image, output_size, resample)
+            pixel_values.append(
+                normalize(
+                    image,
+                    image_mean if do_normalize else None,
+                    image_std,
+                    rescale_factor if do_rescale else None,
+                )
+            )
             if maps is not None:
                 label = maps[index]
                 if do_reduce_labels:
                     label = reduce_labels(label, ignore_index)
                 if tuple(output_size) != label.shape:
-                    label = _resize_labels(label, output_size)
+                    label = resize_label(label, output_size)
                 labels.append(label)
 
         if do_pad:
-            height = _round_up(max(p.shape[1] for p in pixel_values), size_divisor)
-            width = _round_up(max(p.shape[2] for p in pixel_values), size_divisor)
-            pixel_values = [_pad(p, height, width, 0.0) for p in pixel_values]
-            labels = [_pad(label, height, width, ignore_index) for label in labels]
+            height = _round_up(max(p.shape[0] for p in pixel_values), size_divisor)
+            width = _round_up(max(p.shape[1] for p in pixel_values), size_divisor)
+            pixel_values = [pad(p, height, width, 0.0) for p in pixel_values]
+            labels = [pad(label, height, width, ignore_index) for label in labels]
+        pixel_values = [np.ascontiguousarray(p.transpose(2, 0, 1)) for p in pixel_values]  # -> (3, H, W)
         if return_tensors is not None and len({p.shape for p in pixel_values}) > 1:
             sizes = sorted({p.shape[1:] for p in pixel_values})
             raise ValueError(
@@ -205,39 +220,16 @@ class OTSegImageProcessor(PilBackend):
         is smaller; each side becomes `int(side * scale + 0.5)` (mmcv's `rescale_size`), at least 1."""
         size = self.size if size is None else size
         get = size.get  # a dict or a SizeDict
-        height, width = int(image_size[0]), int(image_size[1])
         if get("height") and get("width"):
             return int(get("height")), int(get("width"))
-        shortest, longest = get("shortest_edge"), get("longest_edge")
-        if not shortest:
+        if not get("shortest_edge"):
             raise ValueError(f"size must have 'shortest_edge' or 'height' and 'width', got {dict(size)}")
-        scale = shortest / min(height, width)
-        if longest:
-            scale = min(scale, longest / max(height, width))
-        return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
+        return rescale_size(int(image_size[0]), int(image_size[1]), get("shortest_edge"), get("longest_edge"))
 
     def to_rgb(self, image) -> np.ndarray:
         """One image -> (H, W, 3) array: uint8 for 8-bit inputs, float32 in 0..255 otherwise (see the class
         docstring for the conversions)."""
-        if isinstance(image, PIL.Image.Image):
-            return _pil_to_rgb(_exif_upright(image))
-        is_tensor = isinstance(image, torch.Tensor)
-        if is_tensor:
-            image = image.detach().cpu().numpy()
-        if not isinstance(image, np.ndarray):
-            raise ValueError(
-                f"images must be PIL images, NumPy arrays or torch tensors, got {type(image).__name__}"
-            )
-        array = _channels_last(image, prefer_first=is_tensor)
-        if array.shape[0] < 1 or array.shape[1] < 1:
-            raise ValueError(f"images must be at least 1x1, got an array of shape {image.shape}")
-        array = _to_255_range(array)
-        channels = array.shape[2]
-        if channels == 1:
-            array = np.repeat(array, 3, axis=2)
-        elif channels == 4:
-            array = array[:, :, :3]
-        return np.ascontiguousarray(array)
+        return read_image(image)
 
     # ------------------------------------------------------------------------------------------------
     # post-processing
@@ -311,13 +303,16 @@ class OTSegImageProcessor(PilBackend):
         return results
 
 
-def reduce_labels(label: np.ndarray, ignore_index: int = 255) -> np.ndarray:
-    """transformers' `do_reduce_labels`, for datasets whose 0 is a background that is not a class (VOC,
-    Context, ADE20K): 0 -> ignore_index, k -> k - 1, ignore_index stays. Returns int64."""
-    label = np.asarray(label).astype(np.int64)
-    reduced = label - 1
-    reduced[(label == 0) | (label == ignore_index)] = ignore_index
-    return reduced
+def penalised_label_ids(config, labels: Sequence[str] | None = None) -> list[int] | None:
+    """The output channels that get the seen-class penalty at inference (spec section 7): those of the classes an
+    inductive model saw in training, found by name among `labels` (the vocabulary of the output channels;
+    defaults to the model's own, `config.id2label`). `None` (no penalty) for transductive and fully supervised
+    models. The `seen_label_ids` to pass to `post_process_semantic_segmentation`."""
+    if config.setting != "inductive":
+        return None
+    seen_names = {config.id2label[i] for i in config.seen_label_ids}
+    labels = [config.id2label[i] for i in range(len(config.id2label))] if labels is None else labels
+    return [index for index, name in enumerate(labels) if name in seen_names]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -356,119 +351,22 @@ def _as_list(images) -> list:
     return [images]
 
 
-def _exif_upright(image: PIL.Image.Image) -> PIL.Image.Image:
-    if image.getexif().get(EXIF_ORIENTATION, 1) != 1:
-        return PIL.ImageOps.exif_transpose(image)
-    return image
-
-
-def _pil_to_rgb(image: PIL.Image.Image) -> np.ndarray:
-    if image.width < 1 or image.height < 1:
-        raise ValueError(f"images must be at least 1x1, got {image.width}x{image.height}")
-    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
-        array = np.asarray(image)
-        if image.mode.startswith("I;16"):
-            array = array.astype(np.uint16)
-        return np.ascontiguousarray(np.repeat(_to_255_range(array)[:, :, None], 3, axis=2))
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    return np.asarray(image, dtype=np.uint8)
-
-
-def _channels_last(array: np.ndarray, prefer_first: bool = False) -> np.ndarray:
-    """(H, W), (H, W, C) or (C, H, W) with C in 1, 3, 4 -> (H, W, C). When both the first and the last dim could
-    be channels, tensors are read as (C, H, W) (torch's layout) and arrays as (H, W, C) (NumPy's and PIL's)."""
-    if array.ndim == 2:
-        return array[:, :, None]
-    if array.ndim != 3:
-        raise ValueError(f"an image array must have 2 or 3 dimensions, got shape {array.shape}")
-    first, last = array.shape[0] in (1, 3, 4), array.shape[2] in (1, 3, 4)
-    if first and (prefer_first or not last):
-        return array.transpose(1, 2, 0)
-    if last:
-        return array
-    raise ValueError(
-        f"cannot find the channel dimension (1, 3 or 4 channels) of an image of shape {array.shape}"
-    )
-
-
-def _to_255_range(array: np.ndarray) -> np.ndarray:
-    if array.dtype == np.uint8:
-        return array
-    if array.dtype == np.bool_:
-        return array.astype(np.uint8) * 255
-    if array.dtype == np.uint16:
-        return array.astype(np.float32) * np.float32(255.0 / 65535.0)
-    if np.issubdtype(array.dtype, np.integer):
-        if array.size and (array.min() < 0 or array.max() > 65535):
-            raise ValueError(f"integer images must hold values in 0..65535, got {array.min()}..{array.max()}")
-        if array.size and array.max() > 255:  # 16-bit data in a wider integer type (PIL mode I)
-            return array.astype(np.float32) * np.float32(255.0 / 65535.0)
-        return array.astype(np.uint8)
-    if np.issubdtype(array.dtype, np.floating):
-        return array.astype(np.float32)
-    raise ValueError(f"unsupported image dtype {array.dtype}")
-
-
-def _label_array(label) -> np.ndarray:
-    if isinstance(label, PIL.Image.Image):
-        label = _exif_upright(label)
-        if label.mode not in ("L", "P", "I", "I;16", "I;16L", "I;16B", "1"):
-            raise ValueError(
-                f"segmentation maps must hold class indices (PIL mode L, P, I or I;16), got mode {label.mode}: "
-                "convert colour-coded maps to indices first"
-            )
-        label = np.asarray(label)
-    elif isinstance(label, torch.Tensor):
-        label = label.detach().cpu().numpy()
-    if not isinstance(label, np.ndarray):
-        raise ValueError(
-            f"segmentation maps must be PIL images, arrays or tensors, got {type(label).__name__}"
-        )
-    if label.ndim == 3 and 1 in (label.shape[0], label.shape[2]):
-        label = label[0] if label.shape[0] == 1 else label[:, :, 0]
-    if label.ndim != 2:
-        raise ValueError(f"a segmentation map must be 2-D (height, width), got shape {label.shape}")
-    if np.issubdtype(label.dtype, np.floating):
-        if not np.array_equal(label, np.round(label)):
-            raise ValueError("segmentation maps must hold integer class indices, got fractional values")
-    elif not (np.issubdtype(label.dtype, np.integer) or label.dtype == np.bool_):
-        raise ValueError(f"unsupported segmentation map dtype {label.dtype}")
-    return label.astype(np.int64)
-
-
-def _resize_rgb(image: np.ndarray, size: tuple[int, int], resample) -> np.ndarray:
+def _resize(image: np.ndarray, size: tuple[int, int], resample) -> np.ndarray:
+    """BILINEAR (the default) is the reference's cv2-style bilinear (spec section 9); any other filter is PIL's."""
+    if resample in (PILImageResampling.BILINEAR, PIL.Image.BILINEAR, None):
+        return resize_image(image, size)
     height, width = size
     if image.dtype == np.uint8:
         return np.asarray(PIL.Image.fromarray(image).resize((width, height), resample=resample))
     channels = [
-        np.asarray(
-            PIL.Image.fromarray(image[:, :, c].astype(np.float32)).resize((width, height), resample=resample)
-        )
+        np.asarray(PIL.Image.fromarray(image[:, :, c].astype(np.float32)).resize((width, height), resample))
         for c in range(image.shape[2])
     ]
     return np.stack(channels, axis=2)
-
-
-def _resize_labels(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    if label.min() < np.iinfo(np.int32).min or label.max() > np.iinfo(np.int32).max:
-        raise ValueError("segmentation map values must fit in int32")
-    height, width = size
-    resized = PIL.Image.fromarray(label.astype(np.int32)).resize((width, height), resample=PIL.Image.NEAREST)
-    return np.asarray(resized).astype(np.int64)
 
 
 def _round_up(value: int, divisor: int) -> int:
     return int(math.ceil(value / divisor) * divisor)
 
 
-def _pad(array: np.ndarray, height: int, width: int, value) -> np.ndarray:
-    """Pad the last two dims at the bottom and right."""
-    pad_h, pad_w = height - array.shape[-2], width - array.shape[-1]
-    if pad_h == 0 and pad_w == 0:
-        return array
-    widths = [(0, 0)] * (array.ndim - 2) + [(0, pad_h), (0, pad_w)]
-    return np.pad(array, widths, mode="constant", constant_values=value)
-
-
-__all__ = ["OTSegImageProcessor", "reduce_labels"]
+__all__ = ["OTSegImageProcessor", "penalised_label_ids", "reduce_labels"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from .image_transforms import check_label_ids
 from .losses import count_masks, mask_loss, upsample
 
 
@@ -20,15 +21,7 @@ def check_labels(labels: torch.Tensor, num_classes: int, ignore_index: int) -> t
         raise ValueError(f"labels must have shape (batch, height, width), got {tuple(labels.shape)}")
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise ValueError(f"labels must be an integer tensor of class ids, got dtype {labels.dtype}")
-    labels = labels.long()
-    bad = ((labels < 0) | (labels >= num_classes)) & (labels != ignore_index)
-    if bool(bad.any()):
-        values = torch.unique(labels[bad])[:10].tolist()
-        raise ValueError(
-            f"labels contain ids {values} outside the {num_classes} classes (0..{num_classes - 1}) "
-            f"and different from ignore_index={ignore_index}"
-        )
-    return labels
+    return check_label_ids(labels.long(), num_classes, ignore_index)
 
 
 def inductive_labels(labels: torch.Tensor, seen_label_ids: list[int], ignore_index: int) -> torch.Tensor:

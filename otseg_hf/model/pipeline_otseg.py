@@ -8,7 +8,7 @@ calibrated (seen-class penalty for the seen classes of inductive models) and res
 Loading a saved folder (`save_pipeline_folder`, `otseg_hf.hub.folders.save_otseg_folder`):
 - with otseg_hf imported, `pipeline(task, model=folder)` builds these classes like a native transformers model:
   `import otseg_hf` registers "zero-shot-image-segmentation" and routes transformers' "image-segmentation" to
-  `OTSegImageSegmentationPipeline` for OTSeg and ZegOT models (`route_image_segmentation`; other models keep
+  `OTSegImageSegmentationPipeline` for OTSeg and ZegOT models (`otseg_hf.registration`; other models keep
   transformers' pipeline), and the installed config classes leave out the folder's `custom_pipelines`, so
   transformers does not ask for `trust_remote_code`. The same holds for models in memory (`model=model`);
 - without otseg_hf (e.g. straight from the Hub), `pipeline(task, model=folder, trust_remote_code=True)` runs the
@@ -18,8 +18,6 @@ Loading a saved folder (`save_pipeline_folder`, `otseg_hf.hub.folders.save_otseg
 
 from __future__ import annotations
 
-import importlib
-import json
 import os
 from collections import OrderedDict
 from typing import Any
@@ -31,6 +29,7 @@ from transformers.dynamic_module_utils import custom_object_save
 from transformers.image_utils import load_image
 from transformers.pipelines.base import Pipeline
 
+from .image_processing_otseg import penalised_label_ids
 from .processing_otseg import OTSegProcessor, check_class_names
 from .sliding_window import sliding_window_inference
 
@@ -130,7 +129,7 @@ class OTSegImageSegmentationPipeline(Pipeline):
         result = self.image_processor.post_process_semantic_segmentation(
             model_outputs,
             target_sizes=[model_outputs["target_size"]],
-            seen_label_ids=self._seen_label_ids(labels),
+            seen_label_ids=penalised_label_ids(self.model.config, labels),
             seen_class_penalty=self.model.config.seen_class_penalty,
             return_segmentation_scores=True,
         )[0]
@@ -150,14 +149,6 @@ class OTSegImageSegmentationPipeline(Pipeline):
 
     def _text_embeds(self, model_inputs) -> torch.Tensor | None:
         return None  # the model's cached class embeddings
-
-    def _seen_label_ids(self, labels: list[str]) -> list[int] | None:
-        """Channels that get the seen-class penalty: the seen classes of an inductive model, matched by name."""
-        config = self.model.config
-        if config.setting != "inductive":
-            return None
-        seen_names = {config.id2label[i] for i in config.seen_label_ids}
-        return [i for i, name in enumerate(labels) if name in seen_names]
 
     # -- saving -----------------------------------------------------------------------------------------
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs):
@@ -260,47 +251,6 @@ class OTSegZeroShotImageSegmentationPipeline(OTSegImageSegmentationPipeline):
         return torch.stack(rows)
 
 
-def route_image_segmentation(registry, model_types: tuple[str, ...]) -> None:
-    """Make transformers' "image-segmentation" task build an `OTSegImageSegmentationPipeline` for models whose
-    `config.model_type` is in `model_types`, and for every other model exactly what it built before.
-
-    `registry` is transformers' `PIPELINE_REGISTRY`, which picks a pipeline class by task name only. The task's
-    entry keeps its model classes and default model; its class becomes a subclass of the one registered before
-    (transformers' `ImageSegmentationPipeline`) whose `__new__` builds the pipeline for the model it is given.
-    `pipeline()` reads the loading flags (`_load_tokenizer`...) from that subclass before it builds the pipeline,
-    and they are the previous class's but one: no video processor is loaded. Transformers' segmentation pipeline
-    never reads one, and for a folder with its own image-processor code (ours) transformers would infer a remote
-    video processor from it and ask whether to run it. Routing twice is a no-op.
-    """
-    entry = registry.supported_tasks["image-segmentation"]
-    previous = _resolve_pipeline_class(entry["impl"])
-    if getattr(previous, "routed_model_types", None) == model_types:
-        return
-
-    class ImageSegmentationRouter(previous):
-        """The "image-segmentation" class of transformers' `pipeline()` once otseg_hf is imported: builds an
-        `OTSegImageSegmentationPipeline` or the class registered before (see `route_image_segmentation`)."""
-
-        routed_model_types = model_types
-        _load_video_processor = False
-
-        def __new__(cls, *args, **kwargs):
-            model = kwargs["model"] if "model" in kwargs else args[0]
-            routed = getattr(getattr(model, "config", None), "model_type", None) in model_types
-            # neither class is cls or a subclass of it, so Python does not call __init__ on the result again
-            return (OTSegImageSegmentationPipeline if routed else previous)(*args, **kwargs)
-
-    registry.supported_tasks["image-segmentation"] = {**entry, "impl": ImageSegmentationRouter}
-
-
-def _resolve_pipeline_class(impl) -> type[Pipeline]:
-    """A registry entry's `impl`: a class, or the dotted path transformers registers its own tasks with."""
-    if isinstance(impl, str):
-        module, name = impl.rsplit(".", 1)
-        return getattr(importlib.import_module(module), name)
-    return impl
-
-
 def _check_batch_size(batch_size) -> None:
     if batch_size not in (None, 1):
         raise ValueError(
@@ -320,21 +270,18 @@ def save_pipeline_folder(
     tokenizer is given; its templates are the model's `config.tokenizer_templates`), the pipeline code, and
     `custom_pipelines` in config.json. The model is an OTSeg or a ZegOT model."""
     os.makedirs(save_directory, exist_ok=True)
-    # a remote-code config loaded through pipeline() holds custom_pipelines with classes in it (transformers
-    # resolves them in place), which JSON cannot hold: leave it out while saving and write the canonical entry below
-    loaded = vars(model.config).pop("custom_pipelines", None)
+    # `custom_pipelines` goes into config.json as transformers' own `Pipeline.save_pretrained` puts it there: set on
+    # the config while the model saves. A remote-code config loaded through pipeline() already holds the entry with
+    # classes in it (transformers resolves them in place), which JSON cannot hold: it is put back afterwards.
+    config = model.config
+    loaded = vars(config).pop("custom_pipelines", None)
+    config.custom_pipelines = otseg_custom_pipelines()
     try:
         model.save_pretrained(save_directory, **kwargs)
     finally:
+        del config.custom_pipelines
         if loaded is not None:
-            model.config.custom_pipelines = loaded
-    config_file = os.path.join(save_directory, "config.json")
-    with open(config_file, encoding="utf-8") as f:
-        config = json.load(f)
-    config["custom_pipelines"] = otseg_custom_pipelines()
-    with open(config_file, "w", encoding="utf-8") as f:
-        json.dump(config, f, indent=2, sort_keys=True)
-        f.write("\n")
+            config.custom_pipelines = loaded
     custom_object_save(OTSegImageSegmentationPipeline, save_directory)  # this file and its relative imports
     image_processor.save_pretrained(save_directory)
     if tokenizer is not None:
@@ -346,6 +293,5 @@ __all__ = [
     "OTSegImageSegmentationPipeline",
     "OTSegZeroShotImageSegmentationPipeline",
     "otseg_custom_pipelines",
-    "route_image_segmentation",
     "save_pipeline_folder",
 ]

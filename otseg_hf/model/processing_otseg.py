@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from transformers import AutoTokenizer
 from transformers.image_processing_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
@@ -94,4 +95,17 @@ class OTSegProcessor(ProcessorMixin):
         return ["pixel_values", "input_ids", "attention_mask"]
 
 
-__all__ = ["OTSegProcessor", "check_class_names"]
+
+def load_tokenizer(source, missing: str | None = None):
+    """The tokenizer saved at `source` (a folder or a Hub id; `AutoTokenizer.from_pretrained`).
+
+    When there is none: `None`, or with `missing` (what the caller needs it for and what to pass instead) a
+    `ValueError` naming `source` and saying `missing`."""
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        if missing is None:
+            return None
+        raise ValueError(f"no tokenizer found at {str(source)!r}: {missing}") from error
+
+__all__ = ["OTSegProcessor", "check_class_names", "load_tokenizer"]

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from ..testing import char_clip_tokenizer
 from .shapes import (
@@ -45,8 +46,6 @@ from .shapes import (
     caption_scene,
 )
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # OTSeg's image processor normalises with ImageNet's statistics
-IMAGENET_STD = (0.229, 0.224, 0.225)
 PATCH_PROMPT = "a photo of a {}."
 MAX_TEXT_LENGTH = 40  # tokens; the longest caption (three objects, every word) has 31
 
@@ -208,8 +207,8 @@ def pixel_values_from_images(images: np.ndarray) -> torch.Tensor:
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise ValueError(f"images must be (B, H, W, 3) uint8, got {images.shape} {images.dtype}")
     pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1)
     return (pixels - mean) / std
 
 
@@ -485,8 +484,6 @@ def zero_shot_accuracy(
 
 
 __all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "PATCH_PROMPT",
     "describes",
     "description_text",
