@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 
-from ..cli.conventions import model_source, run_cli
+from ..cli.conventions import model_source, quiet_libraries, run_cli
 from ..world.demo import images_with_unseen_classes
 from ..world.splits import WORLD_OTSEG_DIR
 from .interface import build_app, load_segmenter, parse_args
@@ -35,6 +35,7 @@ def world_examples(folder: Path, count: int = 4) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv, default_model=str(WORLD_OTSEG_DIR))
+    quiet_libraries()
     try:
         import gradio  # noqa: F401
     except ImportError as error:

@@ -68,6 +68,17 @@ def run_cli(main: Callable[[list[str]], object], prog: str, argv: Sequence[str] 
         raise SystemExit(130) from None
 
 
+def quiet_libraries() -> None:
+    """Neither transformers' per-load progress bars ("Loading weights", "Writing model shards") nor accelerate's
+    INFO lines (several per checkpoint): the scripts report their own progress. Warnings still show."""
+    import logging
+
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    logging.getLogger("accelerate").setLevel(logging.WARNING)
+
+
 def model_source(value: str, flag: str) -> str:
     """Check a model argument before anything is loaded: an existing folder, or a Hub id (`owner/name`) that the
     cache or the network may supply. A path that does not exist is named with its flag."""
@@ -76,8 +87,7 @@ def model_source(value: str, flag: str) -> str:
         return path
     if os.path.exists(path):
         raise ValueError(f"{flag} {value}: not a folder (give the folder that holds config.json)")
-    looks_like_path = value.startswith((".", "/", "~")) or os.sep in value.strip("/").replace("/", "", 1)
-    if looks_like_path or value.count("/") != 1:
+    if value.startswith((".", "/", "~")) or value.count("/") != 1:
         raise ValueError(f"{flag} {value}: no such folder (and not a Hub id of the form owner/name)")
     return value
 
@@ -90,5 +100,6 @@ __all__ = [
     "debug_requested",
     "error_message",
     "model_source",
+    "quiet_libraries",
     "run_cli",
 ]

@@ -21,7 +21,7 @@ from transformers import AutoModelForSemanticSegmentation
 from ..hub.folders import MODEL_CLASSES, default_image_processor, push_otseg_folder, save_otseg_folder
 from ..model.image_processing_otseg import OTSegImageProcessor
 from ..model.processing_otseg import load_tokenizer
-from .conventions import HelpFormatter, add_debug_argument, model_source, run_cli
+from .conventions import HelpFormatter, add_debug_argument, model_source, quiet_libraries, run_cli
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -117,6 +117,7 @@ def existing_card_data(model: str) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    quiet_libraries()
     source = model_source(args.model, "MODEL")
     if args.space is not None and args.space.exists():
         raise ValueError(f"--space {args.space} exists already; give a new folder")

@@ -30,7 +30,7 @@ from ..model.modeling_otseg import OTSegForSemanticSegmentation
 from ..model.modeling_zegot import ZegOTForSemanticSegmentation
 from ..model.pipeline_otseg import OTSegImageSegmentationPipeline, OTSegZeroShotImageSegmentationPipeline
 from ..model.processing_otseg import check_class_names, load_tokenizer
-from .conventions import HelpFormatter, add_debug_argument, model_source, run_cli
+from .conventions import HelpFormatter, add_debug_argument, model_source, quiet_libraries, run_cli
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -107,6 +107,7 @@ def build_pipeline(args: argparse.Namespace):
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    quiet_libraries()
     if not 0.0 <= args.alpha <= 1.0:
         raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}")
     if not 0.0 <= args.threshold <= 1.0:

@@ -120,10 +120,12 @@ def model_card(
     shortest_edge: int | None = None,
     longest_edge: int | None = None,
     template_path: str | os.PathLike | None = None,
+    training_curves: str | None = None,
 ) -> ModelCard:
     """A model card for an OTSeg or ZegOT model (`config.model_type` picks the template): Hub metadata (library,
     pipeline tag, tags, datasets, license, base model, `model-index` with mIoU(S) / mIoU(U) / hIoU) and a body
-    filled from the config and the results."""
+    filled from the config and the results; `training_curves` is the file name of the folder's training-curves
+    picture, shown in the card."""
     if config.model_type not in CARD_TEMPLATES:
         raise ValueError(
             f"no model card for model type {config.model_type!r}; known: {sorted(CARD_TEMPLATES)}"
@@ -187,6 +189,7 @@ def model_card(
         window_size=config.inference_window_size,
         stride=config.inference_window_stride,
         penalty=f"{config.seen_class_penalty:g}",
+        training_curves=training_curves,
         results=[
             {**r, **{f"{key}_text": text(r.get(key)) for key in ("miou_seen", "miou_unseen", "hiou", "miou")}}
             for r in results
