@@ -61,6 +61,12 @@ def run_cli(main: Callable[[list[str]], object], prog: str, argv: Sequence[str] 
             raise
         print(f"{prog}: error: {error_message(error)} (--debug shows the traceback)", file=sys.stderr)
         raise SystemExit(2) from None
+    except SystemExit as error:  # code that exits with a message (a string): the same one line, exit code 2
+        if not isinstance(error.code, str) or debug_requested(argv):
+            raise
+        message = " ".join(error.code.split()).removeprefix("error: ")
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
     except KeyboardInterrupt:
         if debug_requested(argv):
             raise
