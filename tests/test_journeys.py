@@ -210,3 +210,16 @@ def test_confusion_matrix_image_is_row_normalised():
     name_width, top = 8 + 6 + 24, 30
     cell = lambda i, j: image[top + 10 * i + 5, name_width + 10 * j + 5]  # noqa: E731
     assert cell(0, 0) == 0 and cell(0, 1) == 255 and cell(1, 0) == 128 and cell(1, 1) == 128
+
+
+def test_evaluation_without_reduce_labels_says_so():
+    from otseg_hf.evaluation.evaluate import EvaluationSet
+
+    image = np.zeros((8, 8, 3), dtype=np.uint8)
+    label = np.zeros((8, 8), dtype=np.uint8)
+    label[:4] = 2  # background 0, classes 1..2 -> ids up to K
+    rows = [{"image": PIL.Image.fromarray(image), "label": PIL.Image.fromarray(label)}]
+    processor = OTSegImageProcessor(size={"shortest_edge": 8}, size_divisor=8)
+    with pytest.raises(ValueError, match="pass --reduce-labels"):
+        EvaluationSet(rows, processor, num_classes=2)[0]
+    EvaluationSet(rows, processor, num_classes=2, reduce_labels=True)[0]  # and with it, no error

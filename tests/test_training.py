@@ -95,6 +95,24 @@ def test_resume_continues_exactly(two_process_run, tmp_path):
     assert any(not torch.equal(step6[k], expected[k]) for k in step6 if k in expected)
 
 
+def test_two_processes_give_the_parameters_of_one_with_the_same_total_batch(two_process_run, tmp_path):
+    """The README's multi-process launch (2 gloo processes x 2 accumulation steps) and 1 process (4 accumulation
+    steps) with the same total batch of 8 see the same images per step and end with the same parameters, up to
+    the order of the float additions of the gradient all-reduce."""
+    out, _ = two_process_run
+    single = tmp_path / "single"
+    run([TRAIN, *TINY_RUN, "--output-dir", str(single), "--max-steps", "12", "--checkpointing-steps", "0",
+         "--eval-split", "none"])  # fmt: skip
+    two, one = load_file(out / "model.safetensors"), load_file(single / "model.safetensors")
+    assert two.keys() == one.keys()
+    trained = [k for k in two if "visual_prompt" in k or "decoder" in k]
+    assert trained
+    for key in two:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
+    initial = load_file(out / "checkpoints" / "step_6" / "model.safetensors")  # the parameters do move
+    assert any(not torch.allclose(initial[k], two[k]) for k in trained if k in initial)
+
+
 def test_resume_latest_on_one_process(tmp_path):
     out = tmp_path / "run"
     args = [TRAIN, *TINY_RUN, "--output-dir", str(out), "--max-steps", "4", "--checkpointing-steps", "2"]
