@@ -106,12 +106,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--init-from", help="start from this saved model folder (transductive recipes need it)"
     )
     # optimisation (recipe overrides)
-    parser.add_argument("--max-steps", type=int, help="optimizer steps")
-    parser.add_argument("--total-batch-size", type=int, help="images per optimizer step over all processes")
+    parser.add_argument("--max-steps", type=int, help="optimizer steps (default: the recipe's)")
+    parser.add_argument("--total-batch-size", type=int, help="images per optimizer step over all processes (default: the recipe's)")
     parser.add_argument("--per-device-batch-size", type=int, default=4, help="images per process and forward")
-    parser.add_argument("--learning-rate", type=float, help="AdamW base learning rate")
-    parser.add_argument("--warmup-steps", type=int, help="linear warm-up steps")
-    parser.add_argument("--crop-size", type=int, help="training crop size")
+    parser.add_argument("--learning-rate", type=float, help="AdamW base learning rate (default: the recipe's)")
+    parser.add_argument("--warmup-steps", type=int, help="linear warm-up steps (default: the recipe's)")
+    parser.add_argument("--crop-size", type=int, help="training crop size (default: the recipe's)")
     parser.add_argument(
         "--mixed-precision", choices=("no", "fp16", "bf16"), help="default: accelerate's config"
     )
