@@ -28,8 +28,10 @@ from otseg_hf.recipes import RECIPES, adapt_to_data
 from otseg_hf.world.splits import WORLD_OTSEG_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "training"))
-import train  # noqa: E402
+# training/train.py as a module (not through sys.path: training/evaluate.py would shadow the `evaluate` package)
+_spec = importlib.util.spec_from_file_location("otseg_training_train", ROOT / "training" / "train.py")
+train = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(train)
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 ENV.pop("OTSEG_DEBUG", None)
@@ -222,4 +224,19 @@ def test_evaluation_without_reduce_labels_says_so():
     processor = OTSegImageProcessor(size={"shortest_edge": 8}, size_divisor=8)
     with pytest.raises(ValueError, match="pass --reduce-labels"):
         EvaluationSet(rows, processor, num_classes=2)[0]
-    EvaluationSet(rows, processor, num_classes=2, reduce_labels=True)[0]  # and with it, no error
+    EvaluationSet(rows, processor, num_classes=2, do_reduce_labels=True)[0]  # and with it, no error
+
+
+def test_the_converter_follows_the_convention(tmp_path, capsys, monkeypatch):
+    from otseg_hf.cli.convert import cli
+
+    monkeypatch.delenv("OTSEG_DEBUG", raising=False)
+    checkpoint = tmp_path / "bad.pth"
+    checkpoint.write_text("not a checkpoint")
+    argv = ["--checkpoint", str(checkpoint), "--dataset", "voc", "--setting", "inductive", "--out", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as exit_info:
+        cli(argv)
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and err.startswith("otseg-convert-reference: error:") and "\n" not in err
+    with pytest.raises(ValueError):
+        cli([*argv, "--debug"])

@@ -70,7 +70,7 @@ class EvaluationSet(Dataset):
             try:
                 check_label_ids(label, self.num_classes, self.ignore_index, where=f"row {index}")
             except ValueError as error:
-                if self.reduce_labels:
+                if self.do_reduce_labels:
                     raise
                 raise ValueError(f"{error} (pass --reduce-labels)") from None
         pixel_values = self.image_processor(images=image, do_pad=False, return_tensors="pt")["pixel_values"][
