@@ -240,3 +240,20 @@ def test_the_converter_follows_the_convention(tmp_path, capsys, monkeypatch):
     assert exit_info.value.code == 2 and err.startswith("otseg-convert-reference: error:") and "\n" not in err
     with pytest.raises(ValueError):
         cli([*argv, "--debug"])
+
+
+def test_training_is_quiet_about_checkpoints_and_loads(tmp_path):
+    """No accelerate INFO lines per checkpoint, no transformers bar per load or save (the run's own progress bar,
+    its prints and warnings stay)."""
+    done = subprocess.run(
+        [sys.executable, "training/train.py", "--recipe", "otseg-synthetic-inductive", "--output-dir",
+         str(tmp_path / "run"), "--max-steps", "2", "--num-train-images", "4", "--per-device-batch-size", "2",
+         "--total-batch-size", "2", "--checkpointing-steps", "1", "--eval-split", "none"],
+        capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "run" / "checkpoints").is_dir()  # checkpoints were written ...
+    output = done.stdout + done.stderr
+    for noise in ("Saving current state", "Model weights saved", "Writing model shards", "Loading weights"):
+        assert noise not in output, noise  # ... silently
+    assert "total batch 2" in done.stdout
