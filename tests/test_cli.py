@@ -127,11 +127,11 @@ def test_same_names_do_not_overwrite(folders, images, tmp_path):
 
 def test_errors(folders, images, tmp_path):
     out = str(tmp_path / "out")
-    with pytest.raises(SystemExit, match="no such image file: .*missing.png"):
+    with pytest.raises(ValueError, match="no such image file: .*missing.png"):
         main([str(tmp_path / "missing.png"), "--model", str(folders[0]), "--out", out])
-    with pytest.raises(SystemExit, match="need a tokenizer"):
+    with pytest.raises(ValueError, match="need a tokenizer"):
         main([str(images[0]), "--model", str(folders[1]), "--labels", "cat", "red circle", "--out", out])
-    with pytest.raises(SystemExit, match="duplicated"):
+    with pytest.raises(ValueError, match="duplicated"):
         main([str(images[0]), "--model", str(folders[0]), "--labels", "cat", "cat", "--out", out])
-    with pytest.raises(SystemExit, match="alpha"):
+    with pytest.raises(ValueError, match="alpha"):
         main([str(images[0]), "--model", str(folders[0]), "--out", out, "--alpha", "2"])

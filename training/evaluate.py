@@ -9,7 +9,9 @@ when it differs from the model's classes the model is given the dataset's class 
 tokenizer for that), and classes it was trained on as seen, matched by name, keep the seen-class penalty.
 Your own data: `--class-names` (label-id order) and `--unseen-label-ids` instead of `--dataset`.
 
-The numbers do not depend on the number of processes. The table is printed and written as JSON.
+The numbers do not depend on the number of processes. The table is printed and written as JSON (with the
+dataset's name, so that `otseg-export --eval-results` can put it in a model card); `--plots` also writes
+`<output>_iou.png` (per-class IoU, seen and unseen coloured apart) and `<output>_confusion.png`.
 """
 
 from __future__ import annotations
@@ -24,18 +26,18 @@ from transformers import AutoModelForSemanticSegmentation
 
 import otseg_hf  # noqa: F401  (registers the Auto classes)
 from otseg_hf.cli.arguments import add_dataset_arguments
+from otseg_hf.cli.conventions import HelpFormatter, add_debug_argument, model_source, quiet_libraries, run_cli
 from otseg_hf.data.loading import load_dataset_split
 from otseg_hf.data.splits import DATASETS, resolve_vocabulary
 from otseg_hf.evaluation.evaluate import EvaluationSet, evaluate_model
+from otseg_hf.evaluation.plots import confusion_matrix_image, per_class_iou_chart, save_png
 from otseg_hf.hub.folders import default_image_processor
 from otseg_hf.model.processing_otseg import load_tokenizer
 from otseg_hf.world.splits import GENERATED, generated_dataset
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(prog="evaluate.py", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--model", required=True, help="saved model folder (or Hub id)")
     parser.add_argument("--dataset", choices=[*DATASETS, *GENERATED], help="vocabulary and zero-shot split")
     add_dataset_arguments(
@@ -59,6 +61,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--cpu", action="store_true", help="evaluate on CPU processes even where a GPU exists"
     )
+    parser.add_argument(
+        "--plots", action="store_true", help="also write a per-class IoU chart and a confusion-matrix image (PNG)"
+    )
+    add_debug_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -72,9 +78,11 @@ def load_data(args):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    quiet_libraries()
+    source = model_source(args.model, "--model")
     PartialState(cpu=args.cpu or parse_flag_from_env("ACCELERATE_USE_CPU"))
     accelerator = Accelerator(cpu=args.cpu)
-    model = AutoModelForSemanticSegmentation.from_pretrained(args.model).to(accelerator.device).eval()
+    model = AutoModelForSemanticSegmentation.from_pretrained(source).to(accelerator.device).eval()
 
     # 1. vocabulary and split
     split = GENERATED.get(args.dataset) or DATASETS.get(args.dataset)
@@ -127,10 +135,17 @@ def main(argv=None) -> dict:
         folder = Path(args.model) if Path(args.model).is_dir() else Path(".")
         output = args.output or folder / f"eval_{args.dataset or 'custom'}.json"
         output.parent.mkdir(parents=True, exist_ok=True)
-        metric.save_json(output, results)
+        name = args.dataset_name or args.dataset or "custom"
+        name = Path(name).resolve().name if Path(name).exists() else name
+        metric.save_json(output, results, dataset_name=name, dataset_type=name, dataset_split=args.split)
         print(f"results written to {output}")
+        if args.plots:
+            chart = save_png(per_class_iou_chart(metric.to_json(results)), output.with_name(output.stem + "_iou.png"))
+            matrix = confusion_matrix_image(metric.confusion_matrix.cpu().numpy(), metric.class_names)
+            matrix_path = save_png(matrix, output.with_name(output.stem + "_confusion.png"))
+            print(f"plots written to {chart} and {matrix_path}")
     return json.loads(json.dumps(metric.to_json(results)))
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, "evaluate.py")

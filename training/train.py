@@ -11,15 +11,17 @@ and the script prints how. Checkpoints (`accelerator.save_state`) go to OUTPUT_D
 the model is evaluated and OUTPUT_DIR becomes a complete model folder (weights, config, processor, tokenizer,
 code, model card with the results).
 
-Your own data: `--dataset-name` (Hub id or a folder from `save_to_disk` / `training/convert_datasets.py`) with
-image and label columns (`--image-column`, `--label-column`), `--class-names` in label-id order,
-`--unseen-label-ids`, and `--reduce-labels` when label 0 is a background that is not a class (it is then
-ignored; to segment the background instead, make it a class with its own name).
+Your own data: `--recipe custom` (crop, sliding window and prompt depth adapted to `--clip` and to the images),
+`--dataset-name` (Hub id or a folder from `save_to_disk` / `training/convert_datasets.py`) with image and label
+columns (`--image-column`, `--label-column`), `--class-names` in label-id order, `--unseen-label-ids` (ids as the
+model sees them: after `--reduce-labels`), and for a background labelled 0 either `--reduce-labels` (it is ignored
+in training; see `--threshold` of the pipelines) or `--background-name NAME` (it is a class with its own prompts).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import math
@@ -40,13 +42,22 @@ from tqdm.auto import tqdm
 
 from otseg_hf import OTSegForSemanticSegmentation, ZegOTForSemanticSegmentation
 from otseg_hf.cli.arguments import add_dataset_arguments
+from otseg_hf.cli.conventions import HelpFormatter, add_debug_argument, quiet_libraries, run_cli
 from otseg_hf.data.loading import load_dataset_split
 from otseg_hf.data.splits import resolve_vocabulary
 from otseg_hf.data.transforms import training_transforms
 from otseg_hf.evaluation.evaluate import EvaluationSet, evaluate_model
+from otseg_hf.evaluation.plots import write_training_curves
 from otseg_hf.hub.folders import default_image_processor, save_otseg_folder
 from otseg_hf.model.processing_otseg import load_tokenizer
-from otseg_hf.recipes import RECIPES, SETTINGS, build_optimizer, gradient_accumulation_steps
+from otseg_hf.recipes import (
+    CUSTOM,
+    RECIPES,
+    SETTINGS,
+    adapt_to_data,
+    build_optimizer,
+    gradient_accumulation_steps,
+)
 from otseg_hf.world.splits import GENERATED, generated_dataset
 
 logger = logging.getLogger(__name__)
@@ -54,10 +65,10 @@ MODEL_CLASSES = {"otseg": OTSegForSemanticSegmentation, "zegot": ZegOTForSemanti
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="train.py", description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument(
+        "--recipe", required=True, choices=sorted(RECIPES), help="the training recipe ('custom': your own data)"
     )
-    parser.add_argument("--recipe", required=True, choices=sorted(RECIPES), help="the training recipe")
     parser.add_argument(
         "--output-dir", type=Path, required=True, help="checkpoints, logs and the final model"
     )
@@ -67,6 +78,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         dataset_name_help="Hub id or save_to_disk folder (default: the recipe's synthetic data)",
         class_names_help="class names in label-id order (default: the recipe's)",
         unseen_help="unseen classes (default: the recipe's)",
+    )
+    parser.add_argument(
+        "--background-name",
+        help="label 0 is a background to segment as a class with this name and its own prompts; --class-names "
+        "then names labels 1, 2, ... (instead of --reduce-labels, which ignores it)",
     )
     parser.add_argument("--train-split", default="train", help="split to train on")
     parser.add_argument("--eval-split", default="validation", help="split to evaluate on ('none' to skip)")
@@ -90,12 +106,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--init-from", help="start from this saved model folder (transductive recipes need it)"
     )
     # optimisation (recipe overrides)
-    parser.add_argument("--max-steps", type=int, help="optimizer steps")
-    parser.add_argument("--total-batch-size", type=int, help="images per optimizer step over all processes")
+    parser.add_argument("--max-steps", type=int, help="optimizer steps (default: the recipe's)")
+    parser.add_argument("--total-batch-size", type=int, help="images per optimizer step over all processes (default: the recipe's)")
     parser.add_argument("--per-device-batch-size", type=int, default=4, help="images per process and forward")
-    parser.add_argument("--learning-rate", type=float, help="AdamW base learning rate")
-    parser.add_argument("--warmup-steps", type=int, help="linear warm-up steps")
-    parser.add_argument("--crop-size", type=int, help="training crop size")
+    parser.add_argument("--learning-rate", type=float, help="AdamW base learning rate (default: the recipe's)")
+    parser.add_argument("--warmup-steps", type=int, help="linear warm-up steps (default: the recipe's)")
+    parser.add_argument("--crop-size", type=int, help="training crop size (default: the recipe's)")
     parser.add_argument(
         "--mixed-precision", choices=("no", "fp16", "bf16"), help="default: accelerate's config"
     )
@@ -117,6 +133,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--logging-steps", type=int, default=10, help="log the loss every N steps")
     parser.add_argument("--report-to", default=None, help="accelerate trackers: tensorboard, wandb, all, ...")
     parser.add_argument("--no-save-model", action="store_true", help="skip the final model folder")
+    add_debug_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -216,6 +233,42 @@ def build_model(args, recipe, class_names, seen_label_ids):
     return model, tokenizer
 
 
+def check_arguments(args, recipe) -> None:
+    """Mistakes that would otherwise surface late (or not at all), before anything is loaded or written."""
+    if args.background_name and args.reduce_labels:
+        raise ValueError(
+            "--background-name makes label 0 a class, --reduce-labels ignores it: give one of them"
+        )
+    if recipe.dataset == CUSTOM and (args.dataset_name is None or args.class_names is None):
+        raise ValueError("--recipe custom trains on your data: give --dataset-name and --class-names")
+    trackers = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "comet_ml": ("comet_ml",)}
+    for tracker in (args.report_to or "").replace(",", " ").split():
+        modules = trackers.get(tracker)
+        if modules and not any(importlib.util.find_spec(module) for module in modules):
+            raise ValueError(f"--report-to {tracker}: {modules[0]} is not installed (pip install {modules[0]})")
+
+
+def clip_vision_config(recipe):
+    """The vision config of the recipe's CLIP, without loading its weights."""
+    if recipe.clip == "tiny-random":
+        from otseg_hf.testing import tiny_clip_config
+
+        return tiny_clip_config(image_size=recipe.crop_size).vision_config
+    from transformers import CLIPConfig
+
+    return CLIPConfig.from_pretrained(recipe.clip).vision_config
+
+
+def image_short_side(data, image_column: str) -> int:
+    """The short side of the first training image."""
+    row = next(iter(data))
+    if image_column not in row:
+        raise ValueError(f"--image-column {image_column!r} is not a column of the data; it has {sorted(row)}")
+    image = row[image_column]
+    size = image.size if hasattr(image, "size") and not hasattr(image, "shape") else np.asarray(image).shape[1::-1]
+    return int(min(size))
+
+
 def parse_overrides(items: list[str]) -> dict:
     """FIELD=VALUE pairs, VALUE read as JSON (a bare word is a string)."""
     overrides = {}
@@ -270,11 +323,29 @@ def main(argv=None) -> dict | None:
             f"recipe {recipe.name} starts from the {recipe.init_from} checkpoint: pass --init-from with the folder "
             "that run wrote (its OUTPUT_DIR)"
         )
-    vocabulary = resolve_vocabulary(recipe.split, args.class_names, args.unseen_label_ids)
+    check_arguments(args, recipe)
+    class_names = args.class_names
+    if args.background_name:  # label 0 is the background class, --class-names are labels 1, 2, ...
+        class_names = [args.background_name, *(class_names or recipe.split.class_names)]
+    split = None if recipe.dataset == CUSTOM else recipe.split  # the custom split is made below
+    vocabulary = resolve_vocabulary(split, class_names, args.unseen_label_ids)
     class_names = list(vocabulary.class_names)
     if vocabulary.seen_label_ids is None and recipe.setting != "fully_supervised":
         raise ValueError("with --class-names, give --unseen-label-ids too (or --setting fully_supervised)")
     seen_label_ids = None if recipe.setting == "fully_supervised" else list(vocabulary.seen_label_ids)
+    train_data = None
+    if recipe.dataset == CUSTOM:  # crop, window and prompt depth from the CLIP and the images
+        train_data = load_split(args, args.train_split, recipe, streaming=args.streaming)
+        seen = vocabulary.seen_label_ids
+        unseen = [] if seen is None else [i for i in range(len(class_names)) if i not in set(seen)]
+        recipe = adapt_to_data(
+            recipe, clip_vision_config(recipe), image_short_side(train_data, args.image_column), class_names,
+            unseen, crop_size=args.crop_size,
+        )  # fmt: skip
+        print(
+            f"recipe custom: crop {recipe.crop_size}, window {recipe.split.inference_window_size} stride "
+            f"{recipe.split.inference_window_stride}, {recipe.model_overrides}"
+        )
 
     # 1. accelerator: the recipe's total batch through gradient accumulation
     # (the state must know about the CPU before anything else: several CPU processes need cpu=True)
@@ -293,6 +364,7 @@ def main(argv=None) -> dict | None:
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
+    quiet_libraries()  # no accelerate INFO per checkpoint, no transformers bar per load
     accelerator.print(
         f"recipe {recipe.name}: total batch {recipe.total_batch_size} = {args.per_device_batch_size} per device x "
         f"{accelerator.num_processes} processes x {accumulation} accumulation steps; {recipe.max_steps} steps"
@@ -319,7 +391,8 @@ def main(argv=None) -> dict | None:
         do_reduce_labels=args.reduce_labels,
         num_classes=len(class_names),
     )
-    train_data = load_split(args, args.train_split, recipe, streaming=args.streaming)
+    if train_data is None:
+        train_data = load_split(args, args.train_split, recipe, streaming=args.streaming)
     eval_data = load_eval_data(args, recipe)  # once, before training: its errors come early
     set_class = StreamingTrainingSet if args.streaming else TrainingSet
     train_set = set_class(train_data, transform, args.image_column, args.label_column, args.seed)
@@ -351,7 +424,7 @@ def main(argv=None) -> dict | None:
     epoch, skip = (0, micro_steps) if batches_per_epoch is None else divmod(micro_steps, batches_per_epoch)
 
     # 5. train
-    history, losses = [], []
+    history, losses, evaluations = [], [], []
     progress = tqdm(
         total=recipe.max_steps,
         initial=completed_steps,
@@ -393,6 +466,8 @@ def main(argv=None) -> dict | None:
                 and completed_steps < recipe.max_steps
             ):
                 results = run_evaluation(args, recipe, accelerator, model, eval_data)
+                if results is not None:
+                    evaluations.append({"step": completed_steps, **{k: results[k] for k in SUMMARY}})
                 if results is not None and args.report_to:
                     accelerator.log(
                         {f"eval/{k}": v for k, v in results.items() if k in SUMMARY}, step=completed_steps
@@ -412,20 +487,24 @@ def main(argv=None) -> dict | None:
     if accelerator.is_main_process and not args.no_save_model:
         unwrapped = accelerator.unwrap_model(model)
         eval_results = None
-        if results is not None and unwrapped.config.seen_label_ids is not None:
+        if results is not None:
             eval_results = {
-                "dataset_name": args.dataset_name or f"otseg_hf {recipe.dataset} (generated)",
-                "dataset_type": args.dataset_name or recipe.dataset,
-                "dataset_split": args.eval_split,
+                **dataset_fields(args, recipe),
                 **{
                     key: 100 * results[name]
                     for key, name in CARD_METRICS.items()
                     if _finite(results.get(name))
                 },
             }
-            if "miou_seen" not in eval_results or "miou_unseen" not in eval_results:
+            if "miou" not in eval_results:
                 eval_results = None
-        save_otseg_folder(unwrapped, args.output_dir, tokenizer=tokenizer, eval_results=eval_results)
+        if results is not None:
+            evaluations.append({"step": completed_steps, **{k: results[k] for k in SUMMARY}})
+        curves = write_training_curves(args.output_dir, evaluations)
+        save_otseg_folder(
+            unwrapped, args.output_dir, tokenizer=tokenizer, eval_results=eval_results, **card_fields(args, recipe),
+            training_curves=curves.name if curves else None,
+        )  # fmt: skip
         accelerator.print(f"model saved to {args.output_dir}")
     accelerator.end_training()
     return results
@@ -439,6 +518,34 @@ CARD_METRICS = {
     "hiou": "harmonic_mean_iou",
     "pixel_accuracy": "overall_accuracy",
 }
+
+
+def dataset_fields(args, recipe) -> dict:
+    """How the card and eval_results.json name the evaluation data: a Hub id as it is, a local folder by its
+    name (the path is not a dataset id), the built-in data by what it is."""
+    if args.dataset_name is None:
+        name, kind = f"otseg_hf {recipe.dataset} (generated)", recipe.dataset
+    elif Path(args.dataset_name).exists():
+        name = kind = Path(args.dataset_name).resolve().name
+    else:
+        name = kind = args.dataset_name
+    fields = {"dataset_name": name, "dataset_type": kind, "dataset_split": args.eval_split}
+    if args.dataset_config:
+        fields["dataset_config"] = args.dataset_config
+    return fields
+
+
+def card_fields(args, recipe) -> dict:
+    """`datasets` and `base_model` of the card's metadata: Hub ids only (local folders are no Hub ids)."""
+    fields = {}
+    if args.dataset_name and not Path(args.dataset_name).exists():
+        fields["datasets"] = [args.dataset_name]
+    base = recipe.clip
+    if args.init_from:
+        base = None
+    if base and base != "tiny-random" and not Path(base).exists():
+        fields["base_model"] = base
+    return fields
 
 
 def _finite(value) -> bool:
@@ -476,9 +583,9 @@ def run_evaluation(args, recipe, accelerator, model, data) -> dict | None:
     results = metric.compute()
     if accelerator.is_main_process:
         print(metric.table(results))
-        metric.save_json(args.output_dir / "eval_results.json", results)
+        metric.save_json(args.output_dir / "eval_results.json", results, **dataset_fields(args, recipe))
     return results
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, "train.py")

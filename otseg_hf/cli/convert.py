@@ -14,11 +14,14 @@ from pathlib import Path
 
 from ..convert.checkpoint import SETTING_ALIASES, SETTINGS, convert_checkpoint
 from ..data.splits import DATASETS
+from .conventions import HelpFormatter, add_debug_argument, run_cli
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
+        prog="otseg-convert-reference",
         description="Convert an OTSeg reference (mmsegmentation) checkpoint to a transformers folder.",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--checkpoint", required=True, type=Path, help="the authors' .pth checkpoint")
     parser.add_argument("--out", required=True, type=Path, help="output folder (must not exist or be empty)")
@@ -52,6 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--prompt-templates", nargs="+", help="explicit prompt templates, each with one {}")
     parser.add_argument("--head-dim", type=int, default=64, help="attention head size of both towers")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    add_debug_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -73,11 +77,18 @@ def main(argv: list[str] | None = None) -> None:
             overwrite=args.overwrite,
         )
     except ValueError as error:  # ReferenceCheckpointError and invalid configurations
+        if args.debug:
+            raise
         raise SystemExit(f"error: {error}") from None
 
 
+def cli(argv: list[str] | None = None) -> None:
+    """The console script: errors as one line and exit code 2 (see `otseg_hf.cli.conventions`)."""
+    run_cli(main, "otseg-convert-reference", argv)
+
+
 if __name__ == "__main__":
-    main()
+    cli()
 
 
-__all__ = ["main", "parse_args"]
+__all__ = ["cli", "main", "parse_args"]

@@ -67,7 +67,12 @@ class EvaluationSet(Dataset):
         if image.shape[:2] != label.shape:
             raise ValueError(f"row {index}: the label is {label.shape} but the image is {image.shape[:2]}")
         if self.num_classes is not None:
-            check_label_ids(label, self.num_classes, self.ignore_index, where=f"row {index}")
+            try:
+                check_label_ids(label, self.num_classes, self.ignore_index, where=f"row {index}")
+            except ValueError as error:
+                if self.do_reduce_labels:
+                    raise
+                raise ValueError(f"{error} (pass --reduce-labels)") from None
         pixel_values = self.image_processor(images=image, do_pad=False, return_tensors="pt")["pixel_values"][
             0
         ]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -247,9 +248,13 @@ class SegmentationMetric:
         """A JSON-ready dict; see `metrics_to_json`."""
         return metrics_to_json(results or self.compute(), self.class_names, self.unseen_label_ids)
 
-    def save_json(self, path: str | Path, results: dict | None = None) -> None:
-        """Write `to_json()` to `path` (NaN written as null)."""
-        Path(path).write_text(json.dumps(self.to_json(results), indent=2) + "\n")
+    def save_json(self, path: str | Path, results: dict | None = None, **dataset) -> None:
+        """Write `to_json()` to `path` (NaN written as null), after the `dataset` fields given (`dataset_name`,
+        `dataset_type`, `dataset_split`: what the model card's results need, see `otseg_hf.hub.cards`)."""
+        path = Path(path)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps({**dataset, **self.to_json(results)}, indent=2) + "\n")
+        os.replace(partial, path)
 
 
 def format_table(results: dict, class_names: Sequence[str], unseen_label_ids: Sequence[int] = ()) -> str:

@@ -26,12 +26,15 @@ SETTING_DESCRIPTIONS = {
     ),
     "fully_supervised": "every class was labelled in training (an upper bound for the zero-shot settings).",
 }
-RESULT_METRICS = {  # key -> (model-index metric type, display name)
-    "miou_seen": ("miou_seen", "mIoU(S)"),
-    "miou_unseen": ("miou_unseen", "mIoU(U)"),
-    "hiou": ("hiou", "hIoU"),
-    "miou": ("miou", "mIoU"),
-    "pixel_accuracy": ("pixel_accuracy", "pixel accuracy"),
+# card key -> (key in the metrics JSON that training and evaluate.py write, model-index metric type, display name).
+# The model-index types are the Hub's standard ids (`mean_iou` as `evaluate`'s metric, `accuracy`); the names tell
+# the three mIoUs apart.
+RESULT_METRICS = {
+    "miou_seen": ("seen_mean_iou", "mean_iou", "mIoU(S)"),
+    "miou_unseen": ("unseen_mean_iou", "mean_iou", "mIoU(U)"),
+    "hiou": ("harmonic_mean_iou", "harmonic_mean_iou", "hIoU"),
+    "miou": ("mean_iou", "mean_iou", "mIoU"),
+    "pixel_accuracy": ("overall_accuracy", "accuracy", "pixel accuracy"),
 }
 CARD_TAGS = (
     "zero-shot-image-segmentation",
@@ -40,14 +43,37 @@ CARD_TAGS = (
     "optimal-transport",
     "custom_code",
 )
-RESULT_KEYS = {"dataset_name", "dataset_type", "dataset_split", "dataset_config", *RESULT_METRICS}
+DATASET_KEYS = ("dataset_name", "dataset_type", "dataset_split", "dataset_config")
+RESULT_KEYS = {*DATASET_KEYS, *RESULT_METRICS}
+# the keys of `otseg_hf.evaluation.metrics.metrics_to_json` (fractions) besides the metrics themselves
+METRICS_JSON_EXTRA = {"mean_accuracy", "unseen_label_ids", "per_class"}
+
+
+def results_from_metrics_json(metrics: Mapping[str, Any], index: int = 0) -> dict:
+    """The JSON that `training/train.py` (`eval_results.json`) and `training/evaluate.py` write — fractions under
+    the metrics' own keys (`mean_iou`, `seen_mean_iou`, ...), with the dataset's `dataset_name`, `dataset_type`,
+    `dataset_split` — as a card result: percentages under the card's keys. Metrics that are null are left out."""
+    json_keys = {json_key: key for key, (json_key, _, _) in RESULT_METRICS.items()}
+    unknown = sorted(set(metrics) - set(json_keys) - METRICS_JSON_EXTRA - set(DATASET_KEYS))
+    if unknown:
+        raise ValueError(f"eval result {index} has unknown keys {unknown}")
+    result = {key: metrics[key] for key in DATASET_KEYS if metrics.get(key) is not None}
+    for json_key, key in json_keys.items():
+        value = metrics.get(json_key)
+        if value is not None:
+            value = float(value)
+            if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+                raise ValueError(f"eval result {index}: {json_key} must be a fraction in [0, 1], got {value}")
+            result[key] = 100.0 * value
+    return result
 
 
 
 def check_eval_results(eval_results: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None) -> list[dict]:
     """Normalise evaluation results: a dict (or list of dicts) with `dataset_name`, `dataset_type` and
     percentages `miou_seen`, `miou_unseen` (and optionally `hiou`, computed when absent, `miou`,
-    `pixel_accuracy`, `dataset_split`, `dataset_config`)."""
+    `pixel_accuracy`, `dataset_split`, `dataset_config`); or `miou` alone (fully supervised). A dict in the format
+    that training and evaluation write (`mean_iou`, ... as fractions; see `results_from_metrics_json`) is converted."""
     if eval_results is None:
         return []
     if isinstance(eval_results, Mapping):
@@ -56,12 +82,14 @@ def check_eval_results(eval_results: Sequence[Mapping[str, Any]] | Mapping[str, 
     for index, result in enumerate(eval_results):
         if not isinstance(result, Mapping):
             raise ValueError(f"eval result {index} must be a dict, got {type(result).__name__}")
+        if any(json_key in result for json_key, _, _ in RESULT_METRICS.values()):
+            result = results_from_metrics_json(result, index)
         unknown = sorted(set(result) - RESULT_KEYS)
         if unknown:
             raise ValueError(f"eval result {index} has unknown keys {unknown}; known: {sorted(RESULT_KEYS)}")
-        missing = [
-            key for key in ("dataset_name", "dataset_type", "miou_seen", "miou_unseen") if key not in result
-        ]
+        missing = [key for key in ("dataset_name", "dataset_type") if key not in result]
+        if "miou" not in result or "miou_seen" in result or "miou_unseen" in result:
+            missing += [key for key in ("miou_seen", "miou_unseen") if key not in result]
         if missing:
             raise ValueError(f"eval result {index} lacks {missing}")
         result = dict(result)
@@ -73,7 +101,7 @@ def check_eval_results(eval_results: Sequence[Mapping[str, Any]] | Mapping[str, 
                         f"eval result {index}: {key} must be a percentage in [0, 100], got {value}"
                     )
                 result[key] = value
-        if result.get("hiou") is None:
+        if result.get("hiou") is None and "miou_seen" in result:
             result["hiou"] = harmonic_mean(result["miou_seen"], result["miou_unseen"])
         checked.append(result)
     return checked
@@ -92,10 +120,12 @@ def model_card(
     shortest_edge: int | None = None,
     longest_edge: int | None = None,
     template_path: str | os.PathLike | None = None,
+    training_curves: str | None = None,
 ) -> ModelCard:
     """A model card for an OTSeg or ZegOT model (`config.model_type` picks the template): Hub metadata (library,
     pipeline tag, tags, datasets, license, base model, `model-index` with mIoU(S) / mIoU(U) / hIoU) and a body
-    filled from the config and the results."""
+    filled from the config and the results; `training_curves` is the file name of the folder's training-curves
+    picture, shown in the card."""
     if config.model_type not in CARD_TEMPLATES:
         raise ValueError(
             f"no model card for model type {config.model_type!r}; known: {sorted(CARD_TEMPLATES)}"
@@ -120,7 +150,7 @@ def model_card(
             metric_value=round(result[key], 2),
         )
         for result in results
-        for key, (metric_type, metric_name) in RESULT_METRICS.items()
+        for key, (_, metric_type, metric_name) in RESULT_METRICS.items()
         if result.get(key) is not None
     ]
     card_data = ModelCardData(
@@ -159,6 +189,7 @@ def model_card(
         window_size=config.inference_window_size,
         stride=config.inference_window_stride,
         penalty=f"{config.seen_class_penalty:g}",
+        training_curves=training_curves,
         results=[
             {**r, **{f"{key}_text": text(r.get(key)) for key in ("miou_seen", "miou_unseen", "hiou", "miou")}}
             for r in results
@@ -188,4 +219,4 @@ def _architecture_fields(config) -> dict[str, Any]:
     }
 
 
-__all__ = ["CARD_TEMPLATES", "check_eval_results", "model_card"]
+__all__ = ["CARD_TEMPLATES", "check_eval_results", "model_card", "results_from_metrics_json"]

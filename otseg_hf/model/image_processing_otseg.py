@@ -34,6 +34,8 @@ from .image_transforms import (
     resize_label,
 )
 
+UNLABELLED = -1  # label-map value of pixels below the post-processing threshold
+
 
 class OTSegImageProcessorKwargs(ImagesKwargs, total=False):
     r"""
@@ -241,6 +243,7 @@ class OTSegImageProcessor(PilBackend):
         seen_label_ids: Sequence[int] | None = None,
         seen_class_penalty: float = 0.1,
         return_segmentation_scores: bool = False,
+        threshold: float = 0.0,
     ) -> list[torch.Tensor] | list[SemanticSegmentationPostProcessorOutput]:
         """OTSeg+ label maps (spec section 7): probabilities p = sigmoid of the ensemble logits, minus
         `seen_class_penalty` for the channels in `seen_label_ids`, argmax over classes.
@@ -255,11 +258,16 @@ class OTSegImageProcessor(PilBackend):
                 for transductive and fully supervised models.
             seen_class_penalty: subtracted from the probabilities of the seen channels (`config.seen_class_penalty`).
             return_segmentation_scores: also return the probabilities (without penalty) at the target size.
+            threshold: pixels whose highest class probability (before the penalty) is below it stay unlabelled:
+                `UNLABELLED` (-1) in the label map, in no class. `0` (default) labels every pixel, as the reference
+                does; a model trained without a background class can leave the background out this way.
 
         Returns:
             One (height, width) int64 label map per image, or [`SemanticSegmentationPostProcessorOutput`]s with
             `segmentation` and `segmentation_scores` (K, height, width) when `return_segmentation_scores`.
         """
+        if not 0.0 <= float(threshold) <= 1.0:
+            raise ValueError(f"threshold must be a probability in [0, 1] (0 = off), got {threshold}")
         probabilities = _get(outputs, "probabilities")
         logits = None if probabilities is not None else _get(outputs, "logits")
         scores = probabilities if probabilities is not None else logits
@@ -292,6 +300,8 @@ class OTSegImageProcessor(PilBackend):
                 calibrated = probs.clone()
                 calibrated[seen] -= seen_class_penalty
             segmentation = calibrated.argmax(dim=0)
+            if threshold > 0:
+                segmentation[probs.amax(dim=0) < threshold] = UNLABELLED
             if return_segmentation_scores:
                 results.append(
                     SemanticSegmentationPostProcessorOutput(
@@ -369,4 +379,4 @@ def _round_up(value: int, divisor: int) -> int:
     return int(math.ceil(value / divisor) * divisor)
 
 
-__all__ = ["OTSegImageProcessor", "penalised_label_ids", "reduce_labels"]
+__all__ = ["UNLABELLED", "OTSegImageProcessor", "penalised_label_ids", "reduce_labels"]

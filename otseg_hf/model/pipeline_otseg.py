@@ -60,7 +60,8 @@ class OTSegImageSegmentationPipeline(Pipeline):
     ```
 
     Call arguments: `window_size`, `stride` (default: the model config's), `window_batch_size` (windows per
-    forward, default 8), `timeout` (for URLs). `score` is the mean probability of the class over its mask (before
+    forward, default 8), `timeout` (for URLs), `threshold` (pixels whose best class probability is below it are in
+    no mask; 0, the default, labels every pixel). `score` is the mean probability of the class over its mask (before
     the seen-class penalty); `mask` is a binary mode-L image of the input's size.
     """
 
@@ -80,8 +81,14 @@ class OTSegImageSegmentationPipeline(Pipeline):
             )
         _check_batch_size(self._batch_size)
 
-    def _sanitize_parameters(self, window_size=None, stride=None, window_batch_size=None, timeout=None):
-        preprocess, forward = {}, {}
+    def _sanitize_parameters(
+        self, window_size=None, stride=None, window_batch_size=None, timeout=None, threshold=None
+    ):
+        preprocess, forward, postprocess = {}, {}, {}
+        if threshold is not None:
+            if not 0.0 <= float(threshold) <= 1.0:
+                raise ValueError(f"threshold must be a probability in [0, 1] (0 = off), got {threshold}")
+            postprocess["threshold"] = float(threshold)
         if timeout is not None:
             preprocess["timeout"] = timeout
         if window_size is not None:
@@ -90,7 +97,7 @@ class OTSegImageSegmentationPipeline(Pipeline):
             forward["stride"] = stride
         if window_batch_size is not None:
             forward["window_batch_size"] = window_batch_size
-        return preprocess, forward, {}
+        return preprocess, forward, postprocess
 
     def __call__(self, inputs=None, **kwargs):
         """Segment one image (path, URL, PIL image, array) or a list of them; a list gives a list of results."""
@@ -124,7 +131,7 @@ class OTSegImageSegmentationPipeline(Pipeline):
             "labels": self._labels(model_inputs),
         }
 
-    def postprocess(self, model_outputs):
+    def postprocess(self, model_outputs, threshold=0.0):
         labels = model_outputs["labels"]
         result = self.image_processor.post_process_semantic_segmentation(
             model_outputs,
@@ -132,11 +139,12 @@ class OTSegImageSegmentationPipeline(Pipeline):
             seen_label_ids=penalised_label_ids(self.model.config, labels),
             seen_class_penalty=self.model.config.seen_class_penalty,
             return_segmentation_scores=True,
+            threshold=threshold,
         )[0]
         segmentation = result["segmentation"].numpy()
         scores = result["segmentation_scores"]
         annotation = []
-        for index in np.unique(segmentation):
+        for index in np.unique(segmentation[segmentation >= 0]):  # unlabelled pixels (-1) are in no mask
             mask = segmentation == index
             score = float(scores[index][torch.from_numpy(mask)].mean())
             image = PIL.Image.fromarray(mask.astype(np.uint8) * 255, mode="L")

@@ -19,6 +19,7 @@ from ..data.splits import DATASETS, DatasetSplit
 from ..world.splits import GENERATED, WORLD_CLIP_DIR
 
 SETTINGS = ("inductive", "transductive", "fully_supervised")
+CUSTOM = "custom"  # the dataset of the recipe for your own data (`RECIPES["custom"]`, see `adapt_to_data`)
 MODEL_TYPES = ("otseg", "zegot")
 CLIP_VIT_B16 = "openai/clip-vit-base-patch16"
 @dataclass
@@ -50,6 +51,8 @@ class Recipe:
         ratio_range (`tuple[float, float]`): random rescale ratios.
         cat_max_ratio (`float`): largest share of one class in a random crop.
         model_overrides (`dict`): other config fields of the model.
+        custom_split (`DatasetSplit`, *optional*): the vocabulary, split and sizes of your own data (dataset
+            `"custom"`), set by `adapt_to_data`.
     """
 
     name: str
@@ -72,14 +75,17 @@ class Recipe:
     ratio_range: tuple[float, float] = (0.5, 2.0)
     cat_max_ratio: float = 0.75
     model_overrides: dict = field(default_factory=dict)
+    custom_split: DatasetSplit | None = None
 
     def __post_init__(self):
         if self.model_type not in MODEL_TYPES:
             raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {self.model_type!r}")
         if self.setting not in SETTINGS:
             raise ValueError(f"setting must be one of {SETTINGS}, got {self.setting!r}")
-        if self.dataset not in DATASETS and self.dataset not in GENERATED:
-            raise ValueError(f"dataset must be one of {[*DATASETS, *GENERATED]}, got {self.dataset!r}")
+        if self.dataset not in DATASETS and self.dataset not in GENERATED and self.dataset != CUSTOM:
+            raise ValueError(
+                f"dataset must be one of {[*DATASETS, *GENERATED, CUSTOM]}, got {self.dataset!r}"
+            )
         for name in ("max_steps", "total_batch_size", "crop_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -90,6 +96,13 @@ class Recipe:
 
     @property
     def split(self) -> DatasetSplit:
+        if self.dataset == CUSTOM:
+            if self.custom_split is None:
+                raise ValueError(
+                    f"recipe {self.name} is for your own data: give --dataset-name and --class-names "
+                    "(adapt_to_data makes its split)"
+                )
+            return self.custom_split
         return GENERATED.get(self.dataset) or DATASETS[self.dataset]
 
     @property
@@ -172,5 +185,54 @@ RECIPES["zegot-synthetic-inductive"] = RECIPES["otseg-synthetic-inductive"].repl
     model_overrides=dict(num_context_tokens=4, feature_layers=[-2, -1]),
 )
 
+# Your own data: the reference's optimisation (AdamW, poly schedule, total batch 16, the augmentations) for fewer
+# steps; `adapt_to_data` sets the crop, the sliding window and the prompt depth from the CLIP and the images.
+RECIPES[CUSTOM] = Recipe(
+    name=CUSTOM, model_type="otseg", dataset=CUSTOM, setting="inductive", max_steps=2000, warmup_steps=200
+)
 
-__all__ = ["CLIP_VIT_B16", "MODEL_TYPES", "RECIPES", "SETTINGS", "Recipe"]
+
+def adapt_to_data(
+    recipe: Recipe,
+    vision_config,
+    image_short_side: int,
+    class_names: list[str],
+    unseen_label_ids: list[int],
+    crop_size: int | None = None,
+) -> Recipe:
+    """The `custom` recipe for a CLIP and a dataset: the crop is the CLIP's image size, or the images' short
+    side where that is smaller (`crop_size` overrides), in whole patches; the sliding window is the crop with a
+    stride of two thirds of it (the reference's 512 / 341); the random rescale is relative to (4 x crop, crop),
+    as the reference's (2048, 512); OTSeg's deep visual prompts go into every layer but the last (the reference's 11
+    of ViT-B/16's 12). The model's prompt templates are OTSeg's defaults."""
+    from ..model.configuration_otseg import OTSegConfig
+
+    patch, layers = vision_config.patch_size, vision_config.num_hidden_layers
+    crop = (crop_size or min(vision_config.image_size, image_short_side)) // patch * patch
+    if crop < patch:
+        raise ValueError(
+            f"the images' short side ({image_short_side} px) is smaller than one CLIP patch ({patch} px)"
+        )
+    stride = max(patch, (2 * crop // 3) // patch * patch)
+    split = DatasetSplit(
+        name=CUSTOM,
+        class_names=tuple(class_names),
+        unseen_label_ids=tuple(unseen_label_ids),
+        prompt_templates=tuple(OTSegConfig().prompt_templates),
+        image_size=crop,
+        inference_window_size=crop,
+        inference_window_stride=stride,
+        test_short_side=crop,
+    )
+    overrides = {"inference_window_size": crop, "inference_window_stride": stride}
+    if recipe.model_type == "otseg":
+        overrides["visual_prompt_depth"] = max(0, layers - 1)
+    return recipe.replace(
+        crop_size=crop,
+        rescale_scale=(4 * crop, crop),
+        custom_split=split,
+        model_overrides={**overrides, **recipe.model_overrides},
+    )
+
+
+__all__ = ["CLIP_VIT_B16", "CUSTOM", "MODEL_TYPES", "RECIPES", "SETTINGS", "Recipe", "adapt_to_data"]
