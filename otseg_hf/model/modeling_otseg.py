@@ -50,9 +50,9 @@ class OTSegSemanticSegmenterOutput(ModelOutput):
             Multi-prompt Sinkhorn score map (MPS path).
         hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
             The vision encoder's hidden states: the input of each of its L layers as the layer sees it, the
-            visual prompts included (`(batch_size, 1 + P + M, hidden_size)` before layers 0..depth, `(batch_size,
-            1 + M, hidden_size)` after), then the last layer's output: L + 1 tensors. M = (height / patch) x
-            (width / patch), P = `config.num_visual_prompts`.
+            visual prompts included (`(batch_size, 1 + P + M, hidden_size)` for layers 0..depth, `(batch_size,
+            1 + M, hidden_size)` after), then the last layer's output (with the prompts if that layer had them):
+            L + 1 tensors. M = (height / patch) x (width / patch), P = `config.num_visual_prompts`.
         attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
             The attention weights of each vision layer, `(batch_size, num_heads, T, T)` with T the layer's
             sequence length; eager attention only.
@@ -161,7 +161,10 @@ class OTSegDecoder(nn.Module):
         logits = maps[-1]
         exponent = 1.0 / max(1, len(maps) - 1)
         for layer_map in maps[:-1]:
-            logits = logits * layer_map.sigmoid() ** exponent
+            # sigmoid image by image: torch's vectorised and scalar sigmoid differ in the last bit, and which
+            # elements take which path depends on the tensor's size, so a batched sigmoid depends on the batch
+            gate = torch.stack([image_map.sigmoid() for image_map in layer_map])
+            logits = logits * gate**exponent
         return logits
 
 
