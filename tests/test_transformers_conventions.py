@@ -6,8 +6,6 @@ checkpointing, offloaded loading and batch invariance at inference."""
 
 from __future__ import annotations
 
-import logging
-
 import pytest
 import torch
 from conftest import CLASS_NAMES, SEEN_LABEL_IDS, TINY_OVERRIDES
@@ -179,14 +177,12 @@ def test_input_embeddings_are_the_text_token_embeddings(build):
     assert model.clip.text_model.embeddings.token_embedding is replacement
 
 
-@pytest.mark.xfail(strict=True, reason="not done yet: the configs still reject num_labels without id2label")
 @pytest.mark.parametrize("config_class", [OTSegConfig, ZegOTConfig])
-def test_num_labels_alone_gives_placeholder_names_and_a_warning(config_class, caplog):
-    with caplog.at_level(logging.WARNING):
+def test_num_labels_alone_gives_placeholder_names_and_a_warning(config_class):
+    with pytest.warns(UserWarning, match="set_class_names"):
         config = config_class(num_labels=5)
     assert config.id2label == {i: f"LABEL_{i}" for i in range(5)}
     assert config.num_labels == 5 and config.seen_label_ids is None
-    assert "set_class_names" in caplog.text
     config.num_labels = 3  # as transformers' setter does
     assert config.id2label == {0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"}
 
@@ -202,11 +198,6 @@ def gradients(model) -> dict[str, torch.Tensor]:
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: with gradient_checkpointing_enable() the flags are set on CLIP's layers, yet their sub-modules "
-    "do not run again in the backward pass (transformers 5.24 checkpoints the layer's forward); not yet understood",
-)
 def test_gradient_checkpointing_gives_the_same_gradients(build):
     model = build()
     assert model.supports_gradient_checkpointing
@@ -215,8 +206,9 @@ def test_gradient_checkpointing_gives_the_same_gradients(build):
     layers = list(model.clip.vision_model.encoder.layers)
     if isinstance(model, ZegOTForSemanticSegmentation):
         layers += list(model.clip.text_model.encoder.layers)
-    # a sub-module: transformers checkpoints the layer's forward, inside the layer's own hooks
-    hooks = [layer.mlp.register_forward_hook(lambda *_: calls.append(1)) for layer in layers]
+    # a sub-module that the recomputation reaches (transformers checkpoints the layer's forward, inside the
+    # layer's own hooks, and torch stops recomputing once the saved tensors the backward needs are back)
+    hooks = [layer.self_attn.register_forward_pre_hook(lambda *_: calls.append(1)) for layer in layers]
     model.gradient_checkpointing_enable()
     checkpointed = gradients(model)
     for hook in hooks:
