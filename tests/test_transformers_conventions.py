@@ -6,12 +6,22 @@ checkpointing, offloaded loading and batch invariance at inference."""
 
 from __future__ import annotations
 
+import numpy as np
+import PIL.Image
 import pytest
 import torch
 from conftest import CLASS_NAMES, SEEN_LABEL_IDS, TINY_OVERRIDES
 from transformers import CLIPModel
 
-from otseg_hf import OTSegConfig, OTSegForSemanticSegmentation, ZegOTConfig, ZegOTForSemanticSegmentation
+from otseg_hf import (
+    OTSegConfig,
+    OTSegForSemanticSegmentation,
+    OTSegImageProcessor,
+    OTSegImageSegmentationPipeline,
+    ZegOTConfig,
+    ZegOTForSemanticSegmentation,
+)
+from otseg_hf.model import modeling_base
 from otseg_hf.model.sliding_window import sliding_window_inference
 
 MODELS = {
@@ -257,8 +267,6 @@ def test_sliding_window_results_do_not_depend_on_window_batch_size(build):
 
 
 def test_training_keeps_the_batch_wide_rule_and_inference_stops_per_image(build, monkeypatch):
-    from otseg_hf.model import modeling_base
-
     seen = []
 
     def spy(*args, stop_groups=None, **kwargs):
@@ -274,3 +282,18 @@ def test_training_keeps_the_batch_wide_rule_and_inference_stops_per_image(build,
         seen.clear()
         model.train()(images(batch=3), labels=labels())
     assert seen and set(seen) == {None}
+
+
+def test_pipelines_do_not_depend_on_window_batch_size(build):
+
+
+    model = build()
+    segmenter = OTSegImageSegmentationPipeline(
+        model=model, image_processor=OTSegImageProcessor(size={"shortest_edge": 32}, size_divisor=8)
+    )
+    image = PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 100, 3), dtype=np.uint8))
+    results = [segmenter(image, window_batch_size=size) for size in (1, 2, 8)]  # 3 windows of 32 x 32
+    for other in results[1:]:
+        assert [s["label"] for s in other] == [s["label"] for s in results[0]]
+        assert [s["score"] for s in other] == [s["score"] for s in results[0]]
+        assert all(np.array_equal(np.asarray(a["mask"]), np.asarray(b["mask"])) for a, b in zip(other, results[0]))
