@@ -13,6 +13,7 @@ from torch import nn
 from transformers import CLIPModel, PreTrainedModel
 from transformers.models.clip.modeling_clip import CLIPVisionEmbeddings
 
+from .processing_otseg import load_tokenizer
 from .sinkhorn import log_sinkhorn
 
 
@@ -236,8 +237,6 @@ class ZeroShotSegmentationPreTrainedModel(PreTrainedModel):
             image_size: training crop size.
             **config_overrides: other fields of the model's config class.
         """
-        from transformers import AutoTokenizer
-
         if isinstance(clip_name_or_path, CLIPModel):
             clip = clip_name_or_path
             if tokenizer is None:
@@ -245,12 +244,7 @@ class ZeroShotSegmentationPreTrainedModel(PreTrainedModel):
         else:
             clip = CLIPModel.from_pretrained(clip_name_or_path)
         if tokenizer is None:
-            try:
-                tokenizer = AutoTokenizer.from_pretrained(clip_name_or_path)
-            except (OSError, ValueError) as error:
-                raise ValueError(
-                    f"no tokenizer found at {clip_name_or_path!r}; pass tokenizer= (a CLIPTokenizer)"
-                ) from error
+            tokenizer = load_tokenizer(clip_name_or_path, missing="pass tokenizer= (a CLIPTokenizer)")
         clip_config = clip.config.to_dict()
         clip_config["vision_config"]["image_size"] = image_size
         config = cls.config_class(
