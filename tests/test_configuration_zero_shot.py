@@ -19,11 +19,13 @@ def tiny(config_class, **kwargs):
 
 
 @pytest.mark.parametrize("config_class", CONFIGS)
-def test_num_labels_without_names_is_an_error(config_class):
-    with pytest.raises(ValueError, match=r"num_labels=5 without id2label.*id2label=\{0: 'name'"):
-        config_class(num_labels=5)
-    with pytest.raises(ValueError, match="num_labels=20 without id2label"):  # even VOC's size: say the names
-        config_class(num_labels=20)
+def test_num_labels_without_names_gives_placeholders_and_a_warning(config_class):
+    # issue 15: as every transformers config (was an error); the warning says the names must be set
+    with pytest.warns(UserWarning, match=r"num_labels=20 without id2label.*set_class_names"):
+        config = config_class(num_labels=20)  # even VOC's size: not VOC's names
+    assert config.class_names == [f"LABEL_{i}" for i in range(20)] and config.seen_label_ids is None
+    with pytest.raises(ValueError, match="num_labels must be an integer >= 1, got 0"):
+        config_class(num_labels=0)
     with pytest.raises(ValueError, match="label2id without id2label"):
         config_class(label2id={"cat": 0})
 

@@ -200,8 +200,8 @@ def _transport_map(pixels, queries):
     """(B, M, D), (B, K, N, D) normalised -> (M N sum_n T S) (B, K, M), plan T (B, K, M, N)."""
     similarity = torch.einsum("bmd,bknd->bkmn", pixels, queries)
     batch, num_classes, num_pixels, num_prompts = similarity.shape
-    plan = log_sinkhorn((1 - similarity).reshape(-1, num_pixels, num_prompts), 0.05, max_iter=100, tol=1e-6)
-    plan = plan.reshape(similarity.shape)
+    # the reference segments one image at a time at inference: each image's problems stop together
+    plan = torch.stack([log_sinkhorn(1 - image, 0.05, max_iter=100, tol=1e-6) for image in similarity])
     return (num_pixels * num_prompts * plan * similarity).sum(-1), plan
 
 

@@ -846,19 +846,19 @@ def test_inductive_labels_without_seen_classes_raise(make_model):
 # matching="softmax": the ablation without optimal transport
 # ------------------------------------------------------------------------------------------------
 def test_softmax_matching_is_plain_cross_attention():
-    from otseg_hf.model.modeling_base import sinkhorn_similarity_map
+    from otseg_hf.model.modeling_base import SinkhornOptions, sinkhorn_similarity_map
 
     generator = torch.Generator().manual_seed(0)
     pixels = F.normalize(torch.randn(2, 7, 4, generator=generator), dim=-1)  # (B, M, D)
     prompts = F.normalize(torch.randn(2, 3, 5, 4, generator=generator), dim=-1)  # (B, K, N, D)
-    score, plan = sinkhorn_similarity_map(pixels, prompts, 0.1, matching="softmax")
+    score, plan = sinkhorn_similarity_map(pixels, prompts, SinkhornOptions(0.1, matching="softmax"))
     for b in range(2):
         for k in range(3):
             s = pixels[b] @ prompts[b, k].T  # (M, N)
             t = torch.exp(s / 0.1) / torch.exp(s / 0.1).sum(0, keepdim=True) / 5  # softmax over pixels, / N
             torch.testing.assert_close(plan[b, k], t)
             torch.testing.assert_close(score[b, k], 7 * 5 * (t * s).sum(-1))
-    sinkhorn_score, _ = sinkhorn_similarity_map(pixels, prompts, 0.1)
+    sinkhorn_score, _ = sinkhorn_similarity_map(pixels, prompts, SinkhornOptions(0.1))
     assert not torch.allclose(score, sinkhorn_score)
 
 

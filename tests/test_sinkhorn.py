@@ -424,3 +424,49 @@ def test_property_marginals_and_non_negativity(batch, m, n, epsilon, seed):
     torch.testing.assert_close(
         plan.sum(1), torch.full((batch, n), 1 / n, dtype=torch.float64), rtol=1e-6, atol=1e-8
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# stop_groups: each group of problems stops on its own (batch invariance at inference)
+# ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("check_every", [1, 3, 10])
+def test_stop_groups_each_group_stops_as_the_transcription_of_it_alone(check_every):
+    # three groups of two problems with different scales: they converge after different numbers of iterations
+    groups = [scale * cosine_cost(2, 12, 3, seed) for seed, scale in [(0, 1.0), (1, 2.0), (2, 0.5)]]
+    result = log_sinkhorn(torch.cat(groups), 0.1, stop_groups=3, check_every=check_every, return_info=True)
+    stops = []
+    for index, group in enumerate(groups):
+        expected, expected_iter = transcription(group, 0.1)
+        torch.testing.assert_close(result.plan[2 * index : 2 * index + 2], expected, rtol=1e-5, atol=1e-7)
+        stops.append(expected_iter)
+    assert len(set(stops)) == 3  # the groups really stop apart
+    assert result.n_iter == max(stops)
+
+
+def test_stop_groups_a_group_gives_to_the_bit_what_it_gives_alone():
+    cost = torch.cat([cosine_cost(3, 16, 4, 0), 3.0 * cosine_cost(3, 16, 4, 1)])
+    together = log_sinkhorn(cost, 0.2, stop_groups=2)
+    assert torch.equal(together[:3], log_sinkhorn(cost[:3], 0.2, stop_groups=1))
+    assert torch.equal(together[3:], log_sinkhorn(cost[3:], 0.2, stop_groups=1))
+    # one group is the batch-wide rule, to the bit
+    assert torch.equal(log_sinkhorn(cost, 0.2, stop_groups=1), log_sinkhorn(cost, 0.2))
+    # while the batch-wide rule couples the groups
+    assert not torch.equal(log_sinkhorn(cost, 0.2)[:3], together[:3])
+
+
+@pytest.mark.parametrize("bad", [0, 4, -1, 1.5, True])
+def test_stop_groups_must_divide_the_batch(bad):
+    with pytest.raises(ValueError, match="stop_groups must be a positive integer dividing the batch of 6"):
+        log_sinkhorn(cosine_cost(6, 4, 2, 0), 0.1, stop_groups=bad)
+
+
+def test_stop_groups_gradient_equals_the_unrolled_transcription():
+    cost = cosine_cost(4, 6, 3, 0, dtype=torch.float64).requires_grad_()
+    weights = torch.randn(4, 6, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    (log_sinkhorn(cost, 0.1, stop_groups=2) * weights).sum().backward()
+    expected = torch.zeros_like(cost)
+    for rows in (slice(0, 2), slice(2, 4)):
+        alone = cost.detach()[rows].clone().requires_grad_()
+        (transcription(alone, 0.1)[0] * weights[rows]).sum().backward()
+        expected[rows] = alone.grad
+    torch.testing.assert_close(cost.grad, expected, rtol=1e-6, atol=1e-9)

@@ -6,9 +6,10 @@ Imports only transformers' config classes, so it travels with either configurati
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
-from transformers import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
+from transformers import CLIPConfig, CLIPTextConfig, CLIPVisionConfig, PretrainedConfig
 
 # `log_sinkhorn` grad modes a model may train with (all exact; "detach" would cut the gradient)
 SINKHORN_GRAD_MODES = ("recompute", "checkpoint", "unrolled")
@@ -45,21 +46,26 @@ def resolve_vocabulary(kwargs: dict, seen_label_ids: list[int] | None | str) -> 
 
     Without `id2label` the vocabulary is PASCAL VOC's 20 classes, and `seen_label_ids="voc_default"` (the
     constructors' default) means VOC's seen classes 0-14; with any other vocabulary it means fully supervised.
-    `num_labels` cannot stand in for `id2label` (the models need class names), and must agree with it when both
-    are given.
+    `num_labels` alone gives transformers' placeholder names `LABEL_i` (and a warning: the model segments by class
+    names); given with `id2label`, it must agree with it.
     """
     id2label, num_labels = kwargs.get("id2label"), kwargs.pop("num_labels", None)
-    voc_vocabulary = id2label is None
-    if voc_vocabulary:
-        if num_labels is not None:
-            raise ValueError(
-                f"num_labels={num_labels} without id2label: the model needs class names, so give the vocabulary "
-                "as id2label={0: 'name', 1: ...} (num_labels follows from it); give neither for the 20 PASCAL VOC "
-                "classes"
-            )
+    voc_vocabulary = id2label is None and num_labels is None
+    if id2label is None:
         if kwargs.get("label2id") is not None:
             raise ValueError("label2id without id2label: give the vocabulary as id2label={0: 'name', 1: ...}")
-        id2label = dict(enumerate(VOC_CLASS_NAMES))
+        if num_labels is not None:
+            check_int("num_labels", num_labels, 1)
+            id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
+            warnings.warn(
+                f"num_labels={num_labels} without id2label: the classes are named LABEL_0..LABEL_{num_labels - 1}. "
+                "The model segments by class names: call model.set_class_names(names, tokenizer) with the real "
+                "names before segmenting, or give id2label={0: 'name', 1: ...}",
+                UserWarning,
+                stacklevel=3,
+            )
+        else:
+            id2label = dict(enumerate(VOC_CLASS_NAMES))
     kwargs["id2label"], kwargs["label2id"] = check_vocabulary(id2label, kwargs.get("label2id"))
     if num_labels is not None and int(num_labels) != len(kwargs["id2label"]):
         raise ValueError(
@@ -209,3 +215,111 @@ class ZeroShotSegmentationConfigMixin:
                 f"clip_config.vision_config.image_size ({vision.image_size}) must be a multiple of the patch size "
                 f"({vision.patch_size})"
             )
+
+
+class ZeroShotSegmentationConfig(ZeroShotSegmentationConfigMixin, PretrainedConfig):
+    r"""
+    The fields `OTSegConfig` and `ZegOTConfig` share, declared and documented once here; each model's config adds
+    its own. Every `ZeroShotSegmentationConfig` takes:
+
+    Args:
+        clip_config (`CLIPConfig` or `dict`, *optional*):
+            The wrapped, frozen CLIP. Defaults to ViT-B/16 at image size 512 with projection 512 (not transformers'
+            default CLIP, which is ViT-B/32 at 224).
+        id2label (`dict[int, str]`, *optional*):
+            Class names of the vocabulary, ids 0..K-1. Defaults to the 20 PASCAL VOC classes. Given with
+            `id2label`, `num_labels` must equal its length.
+        num_labels (`int`, *optional*):
+            Without `id2label`, as in transformers: K placeholder classes `LABEL_0..LABEL_{K-1}` (fully supervised
+            unless `seen_label_ids` says otherwise), with a warning: the model segments by class *names*, so set
+            real names with `model.set_class_names(names, tokenizer)` before segmenting.
+        label2id (`dict[str, int]`, *optional*):
+            Inverse of `id2label`; derived when not given.
+        seen_label_ids (`list[int]`, *optional*):
+            Ids of the classes seen in training. `None` means fully supervised (every class seen). When not
+            given: VOC's seen classes 0-14 for the default VOC vocabulary, `None` for any other vocabulary.
+        transductive (`bool`, *optional*, defaults to `False`):
+            Whether the model is trained transductively (self-training on unseen pixels with pseudo labels; no
+            seen-class penalty at inference). Needs at least one unseen class.
+        seen_class_penalty (`float`, *optional*):
+            Subtracted from the probabilities of seen classes at inference by the post-processing of inductive
+            models. Defaults to the model's `default_seen_class_penalty`: 0.1 for OTSeg (the reference's
+            calibration), 0.0 for ZegOT.
+        sinkhorn_epsilon (`float`, *optional*, defaults to 0.05):
+            Entropic regularisation of every Sinkhorn problem.
+        sinkhorn_max_iter (`int`, *optional*, defaults to 100):
+            Most Sinkhorn iterations.
+        sinkhorn_tol (`float`, *optional*, defaults to 1e-6):
+            Sinkhorn stopping tolerance on mean |u - u_prev| (over the batch in training, over each image's
+            problems at inference).
+        sinkhorn_grad_mode (`str`, *optional*, defaults to `"recompute"`):
+            How training backpropagates through the Sinkhorn iterations, always exactly: `"recompute"` keeps the
+            potentials of every iteration, `"checkpoint"` those of every sqrt(max_iter)-th only (the same
+            gradient to the bit, less memory, a slower backward), `"unrolled"` lets autograd record every
+            iteration (most memory; for double backward). See `otseg_hf.model.sinkhorn.log_sinkhorn`.
+        focal_loss_weight (`float`, *optional*, defaults to 100.0):
+            Weight of the sigmoid focal loss of each map.
+        dice_loss_weight (`float`, *optional*, defaults to 1.0):
+            Weight of the dice loss of each map.
+        focal_alpha (`float`, *optional*, defaults to 0.25):
+            Focal loss alpha.
+        focal_gamma (`float`, *optional*, defaults to 2.0):
+            Focal loss gamma.
+        ignore_index (`int`, *optional*, defaults to 255):
+            Label value of pixels without a class.
+        inference_window_size (`int`, *optional*, defaults to 512):
+            Sliding-window size used by the image processor and evaluation.
+        inference_window_stride (`int`, *optional*, defaults to 426):
+            Sliding-window stride.
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the truncated normal init of the model's own linear layers.
+    """
+
+    sub_configs = {"clip_config": CLIPConfig}
+    default_seen_class_penalty = 0.0
+
+    def __init__(
+        self,
+        clip_config: CLIPConfig | dict | None = None,
+        seen_label_ids: list[int] | None | str = "voc_default",
+        transductive: bool = False,
+        seen_class_penalty: float | None = None,
+        sinkhorn_epsilon: float = 0.05,
+        sinkhorn_max_iter: int = 100,
+        sinkhorn_tol: float = 1e-6,
+        sinkhorn_grad_mode: str = "recompute",
+        focal_loss_weight: float = 100.0,
+        dice_loss_weight: float = 1.0,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+        ignore_index: int = 255,
+        inference_window_size: int = 512,
+        inference_window_stride: int = 426,
+        initializer_range: float = 0.02,
+        **kwargs,
+    ):
+        self.clip_config = resolve_clip_config(clip_config)
+        self.seen_label_ids = resolve_vocabulary(kwargs, seen_label_ids)
+        self.transductive = bool(transductive)
+        self.seen_class_penalty = (
+            self.default_seen_class_penalty if seen_class_penalty is None else seen_class_penalty
+        )
+        self.sinkhorn_epsilon = sinkhorn_epsilon
+        self.sinkhorn_max_iter = sinkhorn_max_iter
+        self.sinkhorn_tol = sinkhorn_tol
+        self.sinkhorn_grad_mode = sinkhorn_grad_mode
+        self.focal_loss_weight = focal_loss_weight
+        self.dice_loss_weight = dice_loss_weight
+        self.focal_alpha = focal_alpha
+        self.focal_gamma = focal_gamma
+        self.ignore_index = ignore_index
+        self.inference_window_size = inference_window_size
+        self.inference_window_stride = inference_window_stride
+        self.initializer_range = initializer_range
+        super().__init__(**kwargs)
+        self.validate()
+
+    def validate(self):
+        """Raise `ValueError` naming the first invalid field; subclasses check their own fields first."""
+        self.check_label_setting()
+        self.check_solver_loss_and_inference()

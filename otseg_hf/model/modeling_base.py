@@ -1,14 +1,19 @@
-"""Model parts shared by OTSeg and ZegOT: the relationship descriptor and the multi-prompt Sinkhorn
-(MPS / MPOT) score map (spec sections 3, 4 and 6)."""
+"""Model parts shared by OTSeg and ZegOT: the relationship descriptor, the Sinkhorn options and the multi-prompt
+Sinkhorn (MPS / MPOT) score map (spec sections 3, 4 and 6), CLIP's vision embeddings with the reference's position
+resizing, and `ZeroShotSegmentationPreTrainedModel`, the base class of both models."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import CLIPModel, PreTrainedModel
+from transformers.models.clip.modeling_clip import CLIPVisionEmbeddings
 
+from .processing_otseg import load_tokenizer
 from .sinkhorn import log_sinkhorn
 
 
@@ -30,27 +35,54 @@ class RelationshipDescriptor(nn.Module):
         return self.proj(torch.cat([image_text, text], dim=-1))
 
 
+@dataclass(frozen=True)
+class SinkhornOptions:
+    """How the score map and the decoder solve their transport problems (the config's `sinkhorn_*` fields).
+
+    Attributes:
+        epsilon: entropic regularisation.
+        max_iter: most iterations.
+        tol: stopping tolerance on mean |u - u_prev|.
+        grad_mode: `log_sinkhorn`'s backward (`"recompute"`, `"checkpoint"` or `"unrolled"`).
+        matching: `"sinkhorn"`, or `"softmax"` for the ablation without transport.
+        per_image_stopping: each image's K class problems stop together on their own mean error (inference:
+            batch invariant, as the reference's one image at a time); `False` is the batch-wide rule (training).
+    """
+
+    epsilon: float
+    max_iter: int = 100
+    tol: float = 1e-6
+    grad_mode: str = "recompute"
+    matching: str = "sinkhorn"
+    per_image_stopping: bool = False
+
+    @classmethod
+    def from_config(cls, config, per_image_stopping: bool = False) -> SinkhornOptions:
+        return cls(
+            epsilon=config.sinkhorn_epsilon,
+            max_iter=config.sinkhorn_max_iter,
+            tol=config.sinkhorn_tol,
+            grad_mode=config.sinkhorn_grad_mode,
+            matching=getattr(config, "matching", "sinkhorn"),
+            per_image_stopping=per_image_stopping,
+        )
+
+
 def sinkhorn_similarity_map(
-    pixel_embeds: torch.Tensor,
-    prompt_embeds: torch.Tensor,
-    epsilon: float,
-    max_iter: int = 100,
-    tol: float = 1e-6,
-    matching: str = "sinkhorn",
-    grad_mode: str = "recompute",
+    pixel_embeds: torch.Tensor, prompt_embeds: torch.Tensor, options: SinkhornOptions
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Optimal-transport matching of pixels to each class's prompts (spec sections 4 and 5.2-5.3).
 
     For every image b and class k, the cosine similarities S (M pixels x N prompts) define the cost
     1 - S of an entropic OT problem with uniform marginals 1/M and 1/N; the class map is
-    `M * N * sum_n T * S`.
+    `M * N * sum_n T * S`. With `options.matching == "softmax"` (the ablation without transport),
+    T = softmax over the pixels of S / epsilon, divided by N (each prompt's column sums to 1/N, the pixel
+    marginal is free).
 
     Args:
         pixel_embeds: (B, M, D) L2-normalised pixel embeddings.
         prompt_embeds: (B, K, N, D) L2-normalised prompt embeddings.
-        matching: `"sinkhorn"`, or `"softmax"` for the ablation without transport: T = softmax over the pixels
-            of S / epsilon, divided by N (each prompt's column sums to 1/N, the pixel marginal is free).
-        grad_mode: `log_sinkhorn`'s backward (`"recompute"`, `"checkpoint"` or `"unrolled"`).
+        options: the solver's settings.
 
     Returns:
         The map (B, K, M) and the plan (B, K, M, N).
@@ -58,11 +90,16 @@ def sinkhorn_similarity_map(
     batch, num_classes, num_prompts, _ = prompt_embeds.shape
     num_pixels = pixel_embeds.shape[1]
     similarity = torch.einsum("bmd,bknd->bkmn", pixel_embeds, prompt_embeds)
-    if matching == "softmax":
-        plan = torch.softmax(similarity.float() / epsilon, dim=2) / num_prompts  # (B, K, M, N)
+    if options.matching == "softmax":
+        plan = torch.softmax(similarity.float() / options.epsilon, dim=2) / num_prompts  # (B, K, M, N)
     else:
         plan = log_sinkhorn(
-            (1 - similarity).flatten(0, 1), epsilon, max_iter=max_iter, tol=tol, grad_mode=grad_mode
+            (1 - similarity).flatten(0, 1),  # 'b k m n -> (b k) m n': image-major, so image b is group b
+            options.epsilon,
+            max_iter=options.max_iter,
+            tol=options.tol,
+            grad_mode=options.grad_mode,
+            stop_groups=batch if options.per_image_stopping else None,
         )  # (B K, M, N)
         plan = plan.view(batch, num_classes, num_pixels, num_prompts)
     score = (plan * similarity).sum(-1) * (num_pixels * num_prompts)  # (B, K, M)
@@ -70,34 +107,104 @@ def sinkhorn_similarity_map(
 
 
 def multi_prompt_sinkhorn_score(
-    pixel_embeds: torch.Tensor,
-    queries: torch.Tensor,
-    epsilon: float,
-    max_iter: int = 100,
-    tol: float = 1e-6,
-    matching: str = "sinkhorn",
-    grad_mode: str = "recompute",
+    pixel_embeds: torch.Tensor, queries: torch.Tensor, options: SinkhornOptions
 ) -> torch.Tensor:
     """The MPS score map (spec section 4): (B, M, D) pixels, (B, K, N, D) queries -> (B, K, M)."""
-    queries = F.normalize(queries, dim=-1)
-    score, _ = sinkhorn_similarity_map(pixel_embeds, queries, epsilon, max_iter, tol, matching, grad_mode)
+    score, _ = sinkhorn_similarity_map(pixel_embeds, F.normalize(queries, dim=-1), options)
     return score
 
 
-__all__ = ["RelationshipDescriptor", "multi_prompt_sinkhorn_score", "sinkhorn_similarity_map"]
+class ZeroShotCLIPVisionEmbeddings(CLIPVisionEmbeddings):
+    """CLIP's vision embeddings (the same weights and keys) that can also embed an image of any grid the
+    reference's way: the position table resized bilinearly to the image's grid (spec section 2.3).
+
+    Both models call this module rather than reading its weights, so hooks on the module (accelerate's
+    offloading and `device_map` loading) see every use: the patch and position embeddings are called as
+    modules and the class embedding is read inside this `forward`. Called as CLIP calls it, it is CLIP's.
+    """
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        interpolate_pos_encoding: bool = False,
+        *,
+        resized_positions: bool = False,
+        class_embedding_twice: bool = False,
+    ) -> torch.Tensor:
+        """`resized_positions=False`: CLIP's forward. Otherwise (B, 3, H, W) -> (B, 1 + M, Cv): the class token
+        `c + p_0` (`c + (p_0 + c)` with `class_embedding_twice`, the OTSeg reference's quirk) then the patches
+        plus the resized positions."""
+        if not resized_positions:
+            return super().forward(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
+        patches = self.patch_embedding(pixel_values.to(self.patch_embedding.weight.dtype))  # (B, Cv, h, w)
+        height, width = patches.shape[-2:]
+        ids = torch.arange(self.num_positions, device=patches.device)
+        positions = resize_position_embeddings(self.position_embedding(ids), height, width)  # (1 + M, Cv)
+        cls = self.class_embedding + positions[0]
+        if class_embedding_twice:
+            cls = self.class_embedding + cls
+        patches = patches.flatten(2).transpose(1, 2)  # 'b c h w -> b (h w) c'
+        return torch.cat([cls.expand(patches.shape[0], 1, -1), patches + positions[1:]], dim=1)
 
 
-class FrozenCLIPMixin:
-    """For models that wrap a frozen `CLIPModel` as `self.clip` and segment a vocabulary of class names (OTSeg
-    and ZegOT): the `PreTrainedModel` attributes they share, `from_clip`, a `from_pretrained` that freezes
+@dataclass
+class VisionRecord:
+    """What a vision pass records when asked (`output_hidden_states` / `output_attentions`): the input of every
+    vision layer as the layer sees it (visual prompts included) then the last layer's output, and each layer's
+    attention weights (B, heads, T, T) (eager attention only)."""
+
+    hidden_states: list[torch.Tensor] | None = field(default=None)
+    attentions: list[torch.Tensor] | None = field(default=None)
+
+
+class ZeroShotSegmentationPreTrainedModel(PreTrainedModel):
+    """Base class of the models that wrap a frozen `CLIPModel` as `self.clip` and segment a vocabulary of class
+    names (OTSeg and ZegOT).
+
+    It holds what both share: the `PreTrainedModel` attributes, `from_clip`, a `from_pretrained` that freezes
     `model.clip` again (transformers' loader replaces every loaded tensor by a new parameter that requires
-    gradients, which would silently make the whole CLIP trainable), and the vocabulary and input checks."""
+    gradients, which would silently make the whole CLIP trainable), the vocabulary change, the text-embedding
+    and text-cache checks, the text token embeddings as the input embeddings, the initialisation of CLIP's
+    weights that CLIP's own `_init_weights` leaves out, and the vision pass through CLIP's modules (patch and
+    resized position embeddings, every encoder layer called as a module, hidden states and attentions recorded
+    on request). Subclasses set `config_class`, build `self.clip` with `_build_clip` and end with `post_init()`.
+    """
 
     main_input_name = "pixel_values"
     input_modalities = ("image", "text")
-    _no_split_modules = ["CLIPEncoderLayer", "CLIPTextEmbeddings", "CLIPVisionEmbeddings"]
+    _no_split_modules = [
+        "CLIPEncoderLayer", "CLIPTextEmbeddings", "CLIPVisionEmbeddings", "ZeroShotCLIPVisionEmbeddings"
+    ]  # fmt: skip
     _supports_sdpa = True
     _supports_flash_attn = False
+    supports_gradient_checkpointing = True  # CLIP's encoder layers recompute in training (GradientCheckpointingLayer)
+    class_embedding_twice = False  # OTSeg's reference adds the class embedding twice to the CLS token
+
+    @staticmethod
+    def _build_clip(config) -> CLIPModel:
+        """The wrapped CLIP of `config.clip_config`, frozen, with [`ZeroShotCLIPVisionEmbeddings`] (same weights)."""
+        clip = CLIPModel(config.clip_config)
+        clip.vision_model.embeddings = ZeroShotCLIPVisionEmbeddings(config.clip_config.vision_config)
+        return clip.requires_grad_(False)
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        """Our Linear and LayerNorm layers, and CLIP's `logit_scale`, which CLIP sets in its constructor only (so a
+        model built on the meta device would keep it uninitialised). Every other CLIP weight is dispatched by
+        transformers to CLIP's own `_init_weights`; `transformers.initialization` skips loaded tensors, so loading
+        a pretrained CLIP never re-initialises it. Subclasses add their own modules and buffers."""
+        from transformers import initialization as init
+
+        if isinstance(module, nn.Linear):
+            init.trunc_normal_(module.weight, std=self.config.initializer_range)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, ZeroShotSegmentationPreTrainedModel):
+            init.constant_(module.clip.logit_scale, self.config.clip_config.logit_scale_init_value)
+            init.zeros_(module.class_text_embeds)
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
@@ -130,8 +237,6 @@ class FrozenCLIPMixin:
             image_size: training crop size.
             **config_overrides: other fields of the model's config class.
         """
-        from transformers import AutoTokenizer, CLIPModel
-
         if isinstance(clip_name_or_path, CLIPModel):
             clip = clip_name_or_path
             if tokenizer is None:
@@ -139,12 +244,7 @@ class FrozenCLIPMixin:
         else:
             clip = CLIPModel.from_pretrained(clip_name_or_path)
         if tokenizer is None:
-            try:
-                tokenizer = AutoTokenizer.from_pretrained(clip_name_or_path)
-            except (OSError, ValueError) as error:
-                raise ValueError(
-                    f"no tokenizer found at {clip_name_or_path!r}; pass tokenizer= (a CLIPTokenizer)"
-                ) from error
+            tokenizer = load_tokenizer(clip_name_or_path, missing="pass tokenizer= (a CLIPTokenizer)")
         clip_config = clip.config.to_dict()
         clip_config["vision_config"]["image_size"] = image_size
         config = cls.config_class(
@@ -166,6 +266,19 @@ class FrozenCLIPMixin:
         model.set_class_names(class_names, tokenizer, seen_label_ids=seen_label_ids)
         return model
 
+    # -- transformers conventions ----------------------------------------------------------------------
+    def get_input_embeddings(self) -> nn.Embedding:
+        """The text token embeddings of the wrapped CLIP (frozen; the vocabulary is text)."""
+        return self.clip.text_model.embeddings.token_embedding
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.clip.text_model.embeddings.token_embedding = value
+
+    def get_class_text_embeds(self) -> torch.Tensor:
+        """The (K, N, D) class text embeddings of `config.id2label` the model segments with (the cache)."""
+        return self.class_text_embeds
+
+    # -- vocabulary ------------------------------------------------------------------------------------
     def _vocabulary_config(self, class_names: list[str], seen_label_ids: list[int] | None | str):
         """The config of a new vocabulary, validated (names, seen ids, the setting) before anything changes.
         `seen_label_ids="by_name"`: the names seen in the old vocabulary stay seen (None stays None)."""
@@ -208,16 +321,65 @@ class FrozenCLIPMixin:
             )
         self._text_cache_checked = True
 
-    def _embed_patches(
-        self, pixel_values: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
-        """CLIP's patch embedding and its position table for the image's grid (bilinearly resized, spec
-        section 2.3): (B, 3, H, W) -> patches (B, M, Cv), positions (1 + M, Cv) (CLS first), grid (h, w)."""
-        embeddings = self.clip.vision_model.embeddings
-        patches = embeddings.patch_embedding(pixel_values.to(embeddings.patch_embedding.weight.dtype))
-        height, width = patches.shape[-2:]
-        positions = resize_position_embeddings(embeddings.position_embedding.weight, height, width)
-        return patches.flatten(2).transpose(1, 2), positions, (height, width)
+    # -- vision ----------------------------------------------------------------------------------------
+    def _embed_image(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """(B, 3, H, W) -> CLIP's embeddings with positions resized to the grid, after ln_pre (B, 1 + M, Cv), and
+        the grid (h, w)."""
+        vision = self.clip.vision_model
+        hidden = vision.embeddings(
+            pixel_values, resized_positions=True, class_embedding_twice=self.class_embedding_twice
+        )
+        patch = self.config.clip_config.vision_config.patch_size
+        return vision.pre_layrnorm(hidden), (pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch)
+
+    def _run_vision_layers(self, hidden: torch.Tensor, before_layer=None, record: VisionRecord | None = None):
+        """Run CLIP's vision encoder layers, each called as a module (hooks and gradient checkpointing see it).
+
+        Args:
+            hidden: (B, T, Cv) input of the first layer.
+            before_layer: `f(index, hidden) -> hidden` applied before layer `index` (the visual prompts), or None.
+            record: filled with the hidden states and attentions it asks for.
+
+        Returns:
+            The output of every layer, a list of (B, T_i, Cv).
+        """
+        layers = self.clip.vision_model.encoder.layers
+        hooks = []
+        if record is not None and record.attentions is not None:
+            if self.config.clip_config.vision_config._attn_implementation != "eager":
+                raise ValueError(
+                    "output_attentions needs eager attention: load or build the model with "
+                    "attn_implementation='eager'"
+                )
+            hooks = [
+                layer.self_attn.register_forward_hook(lambda _m, _i, out: record.attentions.append(out[1]))
+                for layer in layers
+            ]
+        outputs = []
+        try:
+            for index, layer in enumerate(layers):
+                if before_layer is not None:
+                    hidden = before_layer(index, hidden)
+                if record is not None and record.hidden_states is not None:
+                    record.hidden_states.append(hidden)
+                hidden = layer(hidden, None)
+                outputs.append(hidden)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        if record is not None and record.hidden_states is not None:
+            record.hidden_states.append(hidden)
+        return outputs
+
+    def _vision_record(self, output_hidden_states: bool | None, output_attentions: bool | None) -> VisionRecord:
+        """What to record, `None` arguments falling back to the config as transformers models do."""
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
+        return VisionRecord(
+            hidden_states=[] if output_hidden_states else None, attentions=[] if output_attentions else None
+        )
 
 
 def check_pixel_values(pixel_values: torch.Tensor, vision_config) -> None:
@@ -250,3 +412,14 @@ def resize_position_embeddings(table: torch.Tensor, height: int, width: int) -> 
     spatial = F.interpolate(spatial, size=(height, width), mode="bilinear", align_corners=False)
     spatial = spatial.permute(0, 2, 3, 1).reshape(height * width, -1).to(table.dtype)
     return torch.cat([table[:1], spatial], dim=0)
+
+
+__all__ = [
+    "RelationshipDescriptor",
+    "SinkhornOptions",
+    "VisionRecord",
+    "ZeroShotCLIPVisionEmbeddings",
+    "ZeroShotSegmentationPreTrainedModel",
+    "multi_prompt_sinkhorn_score",
+    "sinkhorn_similarity_map",
+]

@@ -14,14 +14,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import CLIPModel, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .configuration_otseg import OTSegConfig
 from .loss_targets import setting_labels, zero_shot_loss
 from .modeling_base import (
-    FrozenCLIPMixin,
     RelationshipDescriptor,
+    SinkhornOptions,
+    VisionRecord,
+    ZeroShotSegmentationPreTrainedModel,
     check_pixel_values,
     multi_prompt_sinkhorn_score,
     sinkhorn_similarity_map,
@@ -47,12 +48,25 @@ class OTSegSemanticSegmenterOutput(ModelOutput):
             Logits of the Sinkhorn-attention decoder (MPSA path).
         score_logits (`torch.FloatTensor` of shape `(batch_size, K, height / patch, width / patch)`):
             Multi-prompt Sinkhorn score map (MPS path).
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
+            The vision encoder's hidden states: the input of each of its L layers as the layer sees it, the
+            visual prompts included (`(batch_size, 1 + P + M, hidden_size)` for layers 0..depth, `(batch_size,
+            1 + M, hidden_size)` after), then the last layer's output (with the prompts if that layer had them):
+            L + 1 tensors. M = (height / patch) x (width / patch), P = `config.num_visual_prompts`.
+        attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
+            The attention weights of each vision layer, `(batch_size, num_heads, T, T)` with T the layer's
+            sequence length; eager attention only.
+
+    With `return_dict=False` the forward returns the fields that are set, in this order: `(loss, logits,
+    decoder_logits, score_logits, hidden_states, attentions)`.
     """
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     decoder_logits: torch.FloatTensor | None = None
     score_logits: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 class OTSegVisualPrompts(nn.Module):
@@ -89,7 +103,7 @@ class OTSegDecoderLayer(nn.Module):
     def __init__(self, config: OTSegConfig, last: bool = False):
         super().__init__()
         dim = config.projection_dim
-        self.config = config  # the Sinkhorn fields are read at every call, like the head's
+        self.config = config  # the Sinkhorn options default to the config's at every call
         self.q_proj = nn.Linear(dim, dim)
         self.k_proj = nn.Linear(dim, dim)
         self.last = last
@@ -104,23 +118,16 @@ class OTSegDecoderLayer(nn.Module):
             self.ffn_norm = nn.LayerNorm(dim, eps=config.decoder_layer_norm_eps)
 
     def forward(
-        self, queries: torch.Tensor, memory: torch.Tensor
+        self, queries: torch.Tensor, memory: torch.Tensor, options: SinkhornOptions | None = None
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """(B, K, N, D) queries, (B, M, D) pixel memory -> (updated queries or None, map (B, K, M))."""
+        """(B, K, N, D) queries, (B, M, D) pixel memory -> (updated queries or None, map (B, K, M)). `options`
+        default to the config's with the batch-wide stopping rule."""
+        options = SinkhornOptions.from_config(self.config) if options is None else options
         # 1. projections; queries and keys normalised for the cosine cost
         q = F.normalize(self.q_proj(queries), dim=-1)
         k = F.normalize(self.k_proj(memory), dim=-1)
         # 2-3. transport plan (B, K, M, N) and the layer's similarity map (B, K, M)
-        config = self.config
-        layer_map, plan = sinkhorn_similarity_map(
-            k,
-            q,
-            config.sinkhorn_epsilon,
-            config.sinkhorn_max_iter,
-            config.sinkhorn_tol,
-            config.matching,
-            config.sinkhorn_grad_mode,
-        )
+        layer_map, plan = sinkhorn_similarity_map(k, q, options)
         if self.last:
             return None, layer_map
         # 4. the plan is the attention: out[b,k,n] = sum_m T[b,k,m,n] v[b,m] (no renormalisation)
@@ -143,16 +150,21 @@ class OTSegDecoder(nn.Module):
         n = config.num_decoder_layers
         self.layers = nn.ModuleList([OTSegDecoderLayer(config, last=i == n - 1) for i in range(n)])
 
-    def forward(self, queries: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, queries: torch.Tensor, memory: torch.Tensor, options: SinkhornOptions | None = None
+    ) -> torch.Tensor:
         """(B, K, N, D), (B, M, D) -> decoder logits (B, K, M)."""
         maps = []
         for layer in self.layers:
-            queries, layer_map = layer(queries, memory)
+            queries, layer_map = layer(queries, memory, options)
             maps.append(layer_map)
         logits = maps[-1]
         exponent = 1.0 / max(1, len(maps) - 1)
         for layer_map in maps[:-1]:
-            logits = logits * layer_map.sigmoid() ** exponent
+            # sigmoid image by image: torch's vectorised and scalar sigmoid differ in the last bit, and which
+            # elements take which path depends on the tensor's size, so a batched sigmoid depends on the batch
+            gate = torch.stack([image_map.sigmoid() for image_map in layer_map])
+            logits = logits * gate**exponent
         return logits
 
 
@@ -166,50 +178,40 @@ class OTSegHead(nn.Module):
         self.decoder = OTSegDecoder(config)
 
     def forward(
-        self, global_embeds: torch.Tensor, pixel_embeds: torch.Tensor, text_embeds: torch.Tensor
+        self,
+        global_embeds: torch.Tensor,
+        pixel_embeds: torch.Tensor,
+        text_embeds: torch.Tensor,
+        options: SinkhornOptions | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, D), (B, M, D), (K, N, D) -> decoder logits (B, K, M), score logits (B, K, M)."""
-        config = self.config
+        """(B, D), (B, M, D), (K, N, D) -> decoder logits (B, K, M), score logits (B, K, M). `options` default
+        to the config's with the batch-wide stopping rule."""
+        options = SinkhornOptions.from_config(self.config) if options is None else options
         queries = self.descriptor(global_embeds, text_embeds.to(global_embeds.dtype))  # (B, K, N, D)
-        score = multi_prompt_sinkhorn_score(
-            pixel_embeds,
-            queries,
-            config.sinkhorn_epsilon,
-            config.sinkhorn_max_iter,
-            config.sinkhorn_tol,
-            config.matching,
-            config.sinkhorn_grad_mode,
-        )
-        decoder = self.decoder(queries, pixel_embeds)
+        score = multi_prompt_sinkhorn_score(pixel_embeds, queries, options)
+        decoder = self.decoder(queries, pixel_embeds, options)
         return decoder, score
 
 
-class OTSegPreTrainedModel(FrozenCLIPMixin, PreTrainedModel):
+class OTSegPreTrainedModel(ZeroShotSegmentationPreTrainedModel):
     config_class = OTSegConfig
     config: OTSegConfig
     base_model_prefix = "otseg"
+    class_embedding_twice = True  # the reference adds CLIP's class embedding twice to the CLS token
 
     @torch.no_grad()
     def _init_weights(self, module):
-        # The wrapped CLIPModel is a PreTrainedModel: transformers dispatches its modules to CLIP's own init.
         # Children are initialised before their parents, so OTSegVisualPrompts overrides its prompt_proj.
         from transformers import initialization as init
 
-        if isinstance(module, nn.Linear):
-            init.trunc_normal_(module.weight, std=self.config.initializer_range)
-            init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-        elif isinstance(module, OTSegVisualPrompts):
+        super()._init_weights(module)
+        if isinstance(module, OTSegVisualPrompts):
             vision = self.config.clip_config.vision_config
             # VPT's uniform init, bound sqrt(6 / (3 * patch^2 + width))
             bound = math.sqrt(6.0 / (3 * vision.patch_size**2 + vision.hidden_size))
             init.uniform_(module.prompt_embeddings, -bound, bound)
             init.uniform_(module.deep_prompt_embeddings, -bound, bound)
             init.kaiming_normal_(module.prompt_proj.weight, a=0, mode="fan_out")
-        elif isinstance(module, OTSegForSemanticSegmentation):
-            init.zeros_(module.class_text_embeds)
 
 
 class OTSegForSemanticSegmentation(OTSegPreTrainedModel):
@@ -222,8 +224,7 @@ class OTSegForSemanticSegmentation(OTSegPreTrainedModel):
 
     def __init__(self, config: OTSegConfig):
         super().__init__(config)
-        self.clip = CLIPModel(config.clip_config)
-        self.clip.requires_grad_(False)
+        self.clip = self._build_clip(config)
         self.visual_prompts = OTSegVisualPrompts(config)
         self.head = OTSegHead(config)
         num_classes, num_prompts = len(config.id2label), len(config.prompt_templates)
@@ -236,37 +237,39 @@ class OTSegForSemanticSegmentation(OTSegPreTrainedModel):
     # vision
     # ------------------------------------------------------------------------------------------------
     def forward_features(
-        self, pixel_values: torch.Tensor
+        self, pixel_values: torch.Tensor, record: VisionRecord | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
         """CLIP ViT with deep visual prompts (spec section 2).
+
+        Args:
+            pixel_values: (B, 3, H, W) images.
+            record: filled with the vision encoder's hidden states / attentions it asks for.
 
         Returns:
             global embeddings (B, D) and pixel embeddings (B, M, D), both L2-normalised, and the grid (h, w).
         """
         vision = self.clip.vision_model
-        embeddings = vision.embeddings
         batch = pixel_values.shape[0]
-        # 1. patches (B, 3, H, W) -> (B, M, Cv), positions for this grid
-        patches, positions, (height, width) = self._embed_patches(pixel_values)
+        # 1-4. patches + positions resized to this grid, the class token (the reference adds the class
+        # embedding twice), ln_pre: (B, 3, H, W) -> (B, 1 + M, Cv)
+        hidden, (height, width) = self._embed_image(pixel_values)
         num_pixels = height * width
-        # 2-3. class token + positions; the reference adds the class embedding twice to the CLS token
-        cls = embeddings.class_embedding + (positions[0] + embeddings.class_embedding)
-        hidden = torch.cat([cls.expand(batch, 1, -1), patches + positions[1:]], dim=1)  # (B, 1 + M, Cv)
-        # 4. ln_pre
-        hidden = vision.pre_layrnorm(hidden)
         # 5. layers with deep prompts: [cls, prompts, patches]; prompts replaced before layers 1..depth
         depth = self.config.visual_prompt_depth
         num_prompts = self.config.num_visual_prompts
-        for index, layer in enumerate(vision.encoder.layers):
+
+        def insert_prompts(index: int, hidden: torch.Tensor) -> torch.Tensor:
             if index == 0:
-                hidden = torch.cat([hidden[:, :1], self.visual_prompts(0, batch), hidden[:, 1:]], dim=1)
-            elif index <= depth:
-                hidden = torch.cat(
+                return torch.cat([hidden[:, :1], self.visual_prompts(0, batch), hidden[:, 1:]], dim=1)
+            if index <= depth:
+                return torch.cat(
                     [hidden[:, :1], self.visual_prompts(index, batch), hidden[:, 1 + num_prompts :]], 1
                 )
-            elif index == depth + 1:
-                hidden = torch.cat([hidden[:, :1], hidden[:, 1 + num_prompts :]], dim=1)
-            hidden = layer(hidden, None)
+            if index == depth + 1:
+                return torch.cat([hidden[:, :1], hidden[:, 1 + num_prompts :]], dim=1)
+            return hidden
+
+        hidden = self._run_vision_layers(hidden, insert_prompts, record)[-1]
         # 6. prompt_norm, post_layernorm, projection; only CLS and patch tokens are needed
         hidden = torch.cat([hidden[:, :1], hidden[:, -num_pixels:]], dim=1)
         hidden = vision.post_layernorm(self.visual_prompts.prompt_norm(hidden))
@@ -348,6 +351,8 @@ class OTSegForSemanticSegmentation(OTSegPreTrainedModel):
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         text_embeds: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> OTSegSemanticSegmenterOutput | tuple:
@@ -364,6 +369,14 @@ class OTSegForSemanticSegmentation(OTSegPreTrainedModel):
             attention_mask (`torch.LongTensor`, *optional*): mask of `input_ids`.
             text_embeds (`torch.FloatTensor` of shape `(num_classes, num_prompts, projection_dim)`, *optional*):
                 Precomputed L2-normalised prompt embeddings of another vocabulary.
+            output_hidden_states (`bool`, *optional*): return the vision encoder's hidden states (see
+                [`OTSegSemanticSegmenterOutput`]); defaults to `config.output_hidden_states`.
+            output_attentions (`bool`, *optional*): return the vision layers' attention weights (eager attention
+                only); defaults to `config.output_attentions`.
+            return_dict (`bool`, *optional*): return an [`OTSegSemanticSegmenterOutput`] rather than a tuple.
+
+        At inference (eval mode) every image's Sinkhorn problems stop on their own convergence, so an image's
+        logits do not depend on the other images of the batch; training uses the reference's batch-wide rule.
         """
         if kwargs:
             raise TypeError(f"unexpected arguments: {sorted(kwargs)}")
@@ -392,10 +405,12 @@ class OTSegForSemanticSegmentation(OTSegPreTrainedModel):
             text_embeds = text_embeds if class_ids is None else text_embeds[class_ids]
 
         # 3. vision: (B, 3, H, W) -> global (B, D), pixels (B, M, D)
-        global_embeds, pixel_embeds, (height, width) = self.forward_features(pixel_values)
+        record = self._vision_record(output_hidden_states, output_attentions)
+        global_embeds, pixel_embeds, (height, width) = self.forward_features(pixel_values, record)
 
-        # 4. head: (B, K, M) maps -> (B, K, h, w)
-        decoder_logits, score_logits = self.head(global_embeds, pixel_embeds, text_embeds)
+        # 4. head: (B, K, M) maps -> (B, K, h, w); per-image Sinkhorn stopping at inference
+        options = SinkhornOptions.from_config(config, per_image_stopping=not self.training)
+        decoder_logits, score_logits = self.head(global_embeds, pixel_embeds, text_embeds, options)
         decoder_logits = decoder_logits.unflatten(-1, (height, width))
         score_logits = score_logits.unflatten(-1, (height, width))
         logits = config.ensemble_weight * decoder_logits + (1 - config.ensemble_weight) * score_logits
@@ -407,12 +422,15 @@ class OTSegForSemanticSegmentation(OTSegPreTrainedModel):
             paths = [(1.0, decoder_logits), (1.0, score_logits)]
             loss = zero_shot_loss(paths, labels, pixel_values.shape[-2:], config, pseudo_logits)
 
-        if not return_dict:
-            output = (logits, decoder_logits, score_logits)
-            return ((loss,) + output) if loss is not None else output
-        return OTSegSemanticSegmenterOutput(
-            loss=loss, logits=logits, decoder_logits=decoder_logits, score_logits=score_logits
+        output = OTSegSemanticSegmenterOutput(
+            loss=loss,
+            logits=logits,
+            decoder_logits=decoder_logits,
+            score_logits=score_logits,
+            hidden_states=None if record.hidden_states is None else tuple(record.hidden_states),
+            attentions=None if record.attentions is None else tuple(record.attentions),
         )
+        return output if return_dict else output.to_tuple()
 
 
 __all__ = ["OTSegForSemanticSegmentation", "OTSegPreTrainedModel", "OTSegSemanticSegmenterOutput"]

@@ -15,15 +15,16 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import CLIPModel, PreTrainedModel
 from transformers.masking_utils import create_causal_mask
 from transformers.utils import ModelOutput
 
 from .configuration_zegot import ZegOTConfig
 from .loss_targets import setting_labels, zero_shot_loss
 from .modeling_base import (
-    FrozenCLIPMixin,
     RelationshipDescriptor,
+    SinkhornOptions,
+    VisionRecord,
+    ZeroShotSegmentationPreTrainedModel,
     check_pixel_values,
     multi_prompt_sinkhorn_score,
 )
@@ -45,11 +46,22 @@ class ZegOTSemanticSegmenterOutput(ModelOutput):
             feature resolution. Use the image processor's `post_process_semantic_segmentation` for label maps.
         layer_logits (`tuple(torch.FloatTensor)`, one per entry of `config.feature_layers`):
             MPOT score map of each feature layer, each of shape `(batch_size, K, height / patch, width / patch)`.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
+            The vision encoder's hidden states: the input of each of its L layers, then the last layer's output
+            (L + 1 tensors of shape `(batch_size, 1 + M, hidden_size)`, M = (height / patch) x (width / patch)).
+        attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
+            The attention weights of each vision layer, `(batch_size, num_heads, 1 + M, 1 + M)`; eager attention
+            only.
+
+    With `return_dict=False` the forward returns the fields that are set, in this order: `(loss, logits,
+    layer_logits, hidden_states, attentions)`.
     """
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     layer_logits: tuple[torch.FloatTensor, ...] | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 class ZegOTPromptLearner(nn.Module):
@@ -74,25 +86,21 @@ class ZegOTPromptLearner(nn.Module):
         return torch.cat([start, contexts, rest], dim=2)
 
 
-class ZegOTPreTrainedModel(FrozenCLIPMixin, PreTrainedModel):
+class ZegOTPreTrainedModel(ZeroShotSegmentationPreTrainedModel):
     config_class = ZegOTConfig
     config: ZegOTConfig
     base_model_prefix = "zegot"
 
     @torch.no_grad()
     def _init_weights(self, module):
-        # The wrapped CLIPModel is a PreTrainedModel: transformers dispatches its modules to CLIP's own init.
         from transformers import initialization as init
 
-        if isinstance(module, nn.Linear):
-            init.trunc_normal_(module.weight, std=self.config.initializer_range)
-            init.zeros_(module.bias)
-        elif isinstance(module, ZegOTPromptLearner):
+        super()._init_weights(module)
+        if isinstance(module, ZegOTPromptLearner):
             init.normal_(module.contexts, std=self.config.context_init_std)
         elif isinstance(module, ZegOTForSemanticSegmentation):
             init.zeros_(module.class_token_ids)
             init.zeros_(module.class_eos_index)
-            init.zeros_(module.class_text_embeds)
 
 
 class ZegOTForSemanticSegmentation(ZegOTPreTrainedModel):
@@ -103,14 +111,14 @@ class ZegOTForSemanticSegmentation(ZegOTPreTrainedModel):
     `[SOS] name . [EOS] pad` with S = text positions - L; `class_eos_index` (K,): where its end token
     is) and the cache of class prompt embeddings `class_text_embeds` (K, N, D). In training mode the
     prompts run through the text encoder at every forward; in eval mode the cache is used. A training
-    forward marks the cache stale; it is refreshed by `update_class_text_embeds()`, which the next
-    inference forward and `save_pretrained` call when needed.
+    forward marks the cache stale. It is refreshed explicitly by `update_class_text_embeds()`, or lazily:
+    by the next eval-mode forward, `get_class_text_embeds()` (what the pipelines read) and `save_pretrained`
+    (so a saved folder holds the current cache). Switching modes (`.eval()`, `.train()`) runs nothing.
     """
 
     def __init__(self, config: ZegOTConfig):
         super().__init__(config)
-        self.clip = CLIPModel(config.clip_config)
-        self.clip.requires_grad_(False)
+        self.clip = self._build_clip(config)
         self.prompt_learner = ZegOTPromptLearner(config)
         self.descriptors = nn.ModuleList(
             [RelationshipDescriptor(config.projection_dim) for _ in config.feature_layers]
@@ -129,31 +137,26 @@ class ZegOTForSemanticSegmentation(ZegOTPreTrainedModel):
     # vision: plain frozen CLIP ViT, pixel embeddings of several blocks (DLFA)
     # ------------------------------------------------------------------------------------------------
     def forward_features(
-        self, pixel_values: torch.Tensor
+        self, pixel_values: torch.Tensor, record: VisionRecord | None = None
     ) -> tuple[torch.Tensor, list[torch.Tensor], tuple[int, int]]:
         """Returns the global embeddings (B, D), the pixel embeddings (B, M, D) of every feature layer (in
-        `config.feature_layers` order), all L2-normalised, and the grid (h, w)."""
+        `config.feature_layers` order), all L2-normalised, and the grid (h, w). `record` is filled with the
+        vision encoder's hidden states / attentions it asks for."""
         vision = self.clip.vision_model
-        embeddings = vision.embeddings
-        batch = pixel_values.shape[0]
-        # 1. patches (B, 3, H, W) -> (B, M, Cv), positions for this grid
-        patches, positions, (height, width) = self._embed_patches(pixel_values)
-        # 2. class token and positions; ln_pre
-        cls = (embeddings.class_embedding + positions[0]).expand(batch, 1, -1)
-        hidden = vision.pre_layrnorm(torch.cat([cls, patches + positions[1:]], dim=1))  # (B, 1 + M, Cv)
+        # 1-2. patches + positions resized to this grid, class token, ln_pre: (B, 3, H, W) -> (B, 1 + M, Cv)
+        hidden, (height, width) = self._embed_image(pixel_values)
         # 3. blocks; keep the outputs of the feature layers
         wanted = self.config.feature_layer_indices
-        layer_outputs = {}
-        for index, layer in enumerate(vision.encoder.layers):
-            hidden = layer(hidden, None)
-            if index in wanted:
-                layer_outputs[index] = hidden
+        layer_outputs = self._run_vision_layers(hidden, record=record)
+        hidden = layer_outputs[-1]
         # 4. CLIP's post_layernorm + visual projection (per token), normalised: (B, M, Cv) -> (B, M, D)
         pixel_embeds = [
             F.normalize(self.clip.visual_projection(vision.post_layernorm(layer_outputs[i][:, 1:])), dim=-1)
             for i in wanted
         ]
-        global_embeds = F.normalize(self.clip.visual_projection(vision.post_layernorm(hidden[:, 0])), dim=-1)
+        # the class token is projected with the other tokens: a (B, Cv) product alone would take another
+        # matrix-product path for B = 1 than for B > 1, and an image's result would depend on its batch
+        global_embeds = F.normalize(self.clip.visual_projection(vision.post_layernorm(hidden))[:, 0], dim=-1)
         return global_embeds, pixel_embeds, (height, width)
 
     # ------------------------------------------------------------------------------------------------
@@ -222,7 +225,8 @@ class ZegOTForSemanticSegmentation(ZegOTPreTrainedModel):
     @torch.no_grad()
     def update_class_text_embeds(self, batch_size: int = 64) -> None:
         """Recompute the cache `class_text_embeds` from the current contexts. Call it after changing the contexts
-        by hand; inference and `save_pretrained` call it after training forwards.
+        by hand; after training forwards, eval-mode forwards, `get_class_text_embeds` and `save_pretrained` call
+        it themselves.
 
         Args:
             batch_size: classes per text-encoder call (each gives N prompts).
@@ -269,38 +273,34 @@ class ZegOTForSemanticSegmentation(ZegOTPreTrainedModel):
             )
         return self.encode_prompts(input_ids, attention_mask.sum(-1) - 1)
 
-    def train(self, mode: bool = True):
-        """`nn.Module.train`; switching to eval mode refreshes the class-embedding cache if training changed it, so
-        that `class_text_embeds` is current whenever the model is in eval mode (pipelines read it directly)."""
-        super().train(mode)
-        if not mode and getattr(self, "_text_cache_stale", False):
-            self.update_class_text_embeds()
-        return self
-
-    def save_pretrained(self, *args, **kwargs):
-        """`PreTrainedModel.save_pretrained`, refreshing the class-embedding cache first if training changed it."""
+    def get_class_text_embeds(self) -> torch.Tensor:
+        """The (K, N, D) cache `class_text_embeds`, refreshed first if a training forward made it stale."""
         if self._text_cache_stale:
             self.update_class_text_embeds()
+        return self.class_text_embeds
+
+    def save_pretrained(self, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, refreshing the class-embedding cache first if training changed it
+        (the saved cache is what a loaded model segments with)."""
+        self.get_class_text_embeds()
         return super().save_pretrained(*args, **kwargs)
 
     # ------------------------------------------------------------------------------------------------
     # forward
     # ------------------------------------------------------------------------------------------------
     def forward_head(
-        self, global_embeds: torch.Tensor, pixel_embeds: list[torch.Tensor], text_embeds: torch.Tensor
+        self,
+        global_embeds: torch.Tensor,
+        pixel_embeds: list[torch.Tensor],
+        text_embeds: torch.Tensor,
+        options: SinkhornOptions | None = None,
     ) -> list[torch.Tensor]:
-        """MPOT per feature layer: (B, D), [(B, M, D)] * layers, (K, N, D) -> [(B, K, M)] * layers."""
-        config = self.config
+        """MPOT per feature layer: (B, D), [(B, M, D)] * layers, (K, N, D) -> [(B, K, M)] * layers. `options`
+        default to the config's with the batch-wide stopping rule."""
+        options = SinkhornOptions.from_config(self.config) if options is None else options
         text_embeds = text_embeds.to(global_embeds.dtype)
         return [
-            multi_prompt_sinkhorn_score(
-                pixels,
-                descriptor(global_embeds, text_embeds),  # (B, K, N, D) queries of this layer
-                config.sinkhorn_epsilon,
-                config.sinkhorn_max_iter,
-                config.sinkhorn_tol,
-                grad_mode=config.sinkhorn_grad_mode,
-            )
+            multi_prompt_sinkhorn_score(pixels, descriptor(global_embeds, text_embeds), options)
             for descriptor, pixels in zip(self.descriptors, pixel_embeds)
         ]
 
@@ -311,6 +311,8 @@ class ZegOTForSemanticSegmentation(ZegOTPreTrainedModel):
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         text_embeds: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> ZegOTSemanticSegmenterOutput | tuple:
@@ -329,6 +331,14 @@ class ZegOTForSemanticSegmentation(ZegOTPreTrainedModel):
                 Mask of `input_ids`; it locates each end token.
             text_embeds (`torch.FloatTensor` of shape `(num_classes, num_prompts, projection_dim)`, *optional*):
                 Precomputed L2-normalised prompt embeddings of another vocabulary.
+            output_hidden_states (`bool`, *optional*): return the vision encoder's hidden states (see
+                [`ZegOTSemanticSegmenterOutput`]); defaults to `config.output_hidden_states`.
+            output_attentions (`bool`, *optional*): return the vision layers' attention weights (eager attention
+                only); defaults to `config.output_attentions`.
+            return_dict (`bool`, *optional*): return a [`ZegOTSemanticSegmenterOutput`] rather than a tuple.
+
+        At inference (eval mode) every image's Sinkhorn problems stop on their own convergence, so an image's
+        logits do not depend on the other images of the batch; training uses the reference's batch-wide rule.
         """
         if kwargs:
             raise TypeError(f"unexpected arguments: {sorted(kwargs)}")
@@ -371,12 +381,14 @@ class ZegOTForSemanticSegmentation(ZegOTPreTrainedModel):
             text_embeds = self.class_text_embeds if class_ids is None else self.class_text_embeds[class_ids]
 
         # 3. vision: (B, 3, H, W) -> global (B, D), pixels [(B, M, D)] per feature layer
-        global_embeds, pixel_embeds, (height, width) = self.forward_features(pixel_values)
+        record = self._vision_record(output_hidden_states, output_attentions)
+        global_embeds, pixel_embeds, (height, width) = self.forward_features(pixel_values, record)
 
-        # 4. MPOT per layer (B, K, M) -> (B, K, h, w); combined logits
+        # 4. MPOT per layer (B, K, M) -> (B, K, h, w), per-image Sinkhorn stopping at inference; combined logits
+        options = SinkhornOptions.from_config(config, per_image_stopping=not self.training)
         layer_logits = [
             score.unflatten(-1, (height, width))
-            for score in self.forward_head(global_embeds, pixel_embeds, text_embeds)
+            for score in self.forward_head(global_embeds, pixel_embeds, text_embeds, options)
         ]
         if config.layer_combination == "mean":
             logits = torch.stack(layer_logits).mean(0)
@@ -392,11 +404,14 @@ class ZegOTForSemanticSegmentation(ZegOTPreTrainedModel):
             pseudo_logits = logits if setting == "transductive" else None
             loss = zero_shot_loss(maps, labels, pixel_values.shape[-2:], config, pseudo_logits)
 
-        layer_logits = tuple(layer_logits)
-        if not return_dict:
-            output = (logits, layer_logits)
-            return ((loss,) + output) if loss is not None else output
-        return ZegOTSemanticSegmenterOutput(loss=loss, logits=logits, layer_logits=layer_logits)
+        output = ZegOTSemanticSegmenterOutput(
+            loss=loss,
+            logits=logits,
+            layer_logits=tuple(layer_logits),
+            hidden_states=None if record.hidden_states is None else tuple(record.hidden_states),
+            attentions=None if record.attentions is None else tuple(record.attentions),
+        )
+        return output if return_dict else output.to_tuple()
 
     # ------------------------------------------------------------------------------------------------
     # checks

@@ -254,7 +254,7 @@ class OTSegZeroShotImageSegmentationPipeline(OTSegImageSegmentationPipeline):
                 tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device)
             )
             computed = dict(zip(new, embeds))
-        cache = model.class_text_embeds
+        cache = model.get_class_text_embeds()
         rows = [cache[own[label]] if label in own else computed[label].to(cache.dtype) for label in labels]
         return torch.stack(rows)
 

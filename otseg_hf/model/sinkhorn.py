@@ -11,7 +11,10 @@ with the log-domain Sinkhorn iterations of the OTSeg reference (spec section 6):
     T  = exp((u_m + v_n - C_mn) / eps)
 
 starting from u = v = 0, for at most `max_iter` iterations, stopping after the first iteration
-whose mean |u - u_prev| (mean over the whole batch) is below `tol`.
+whose mean |u - u_prev| (mean over the whole batch) is below `tol`. With `stop_groups=G` the batch is G
+groups of B / G consecutive problems (for the models: the K class problems of one image) and each group
+stops on its own mean error, so a group's plans do not depend on the other groups in the batch (the
+reference segments one image at a time at inference).
 
 The reference reads the error back to the host after every iteration. Here the errors stay on
 the device and are read once every `check_every` iterations; the potentials of every iteration
@@ -70,6 +73,41 @@ def _kernel(u: torch.Tensor, v: torch.Tensor, cost: torch.Tensor, epsilon: float
 def _update_u(u, v, cost, log_mu, epsilon):
     """The first half of an iteration: u_t from (u_{t-1}, v_{t-1})."""
     return u + epsilon * (log_mu - torch.logsumexp(_kernel(u, v, cost, epsilon), dim=2))
+
+
+def _iterate_groups(cost, log_mu, log_nu, epsilon, max_iter, tol, check_every, stop_groups):
+    """`_iterate` where each of `stop_groups` groups of consecutive problems stops at its own first iteration
+    whose mean |u - u_prev| over the group is below `tol` (all groups iterate until the last one stops; the
+    problems are independent, so a converged group's later iterates are computed but never returned)."""
+    batch, m, n = cost.shape
+    size = batch // stop_groups
+    u, v = cost.new_zeros(batch, m), cost.new_zeros(batch, n)
+    done_u: list[torch.Tensor | None] = [None] * stop_groups  # (size, M) potentials of each stopped group
+    done_v: list[torch.Tensor | None] = [None] * stop_groups
+    done_iter = [max_iter] * stop_groups
+    window: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (u, v, err (G,)) per iteration
+    for it in range(1, max_iter + 1):
+        u_prev = u
+        u = _update_u(u, v, cost, log_mu, epsilon)
+        v = v + epsilon * (log_nu - torch.logsumexp(_kernel(u, v, cost, epsilon), dim=1))
+        change = (u - u_prev).abs()
+        # each group's error is the mean of its own slice, the reduction a batch of that group alone makes
+        window.append((u, v, torch.stack([change[g * size : (g + 1) * size].mean() for g in range(stop_groups)])))
+        if it % check_every == 0 or it == max_iter:
+            converged = torch.stack([err.detach() for _, _, err in window]) < tol  # (window, G)
+            converged[-1] |= it == max_iter
+            start = it - len(window) + 1
+            for g in range(stop_groups):
+                hits = converged[:, g].nonzero()
+                if done_u[g] is None and hits.numel() > 0:
+                    first = int(hits[0, 0])
+                    wu, wv, _ = window[first]
+                    rows = slice(g * size, (g + 1) * size)
+                    done_u[g], done_v[g], done_iter[g] = wu[rows], wv[rows], start + first
+            window.clear()
+            if all(done is not None for done in done_u):
+                break
+    return torch.cat(done_u), torch.cat(done_v), max(done_iter)
 
 
 def _iterate(cost, log_mu, log_nu, epsilon, max_iter, tol, check_every, history=None, keep_every=1):
@@ -186,6 +224,7 @@ def log_sinkhorn(
     check_every: int = 10,
     grad_mode: str = "recompute",
     return_info: bool = False,
+    stop_groups: int | None = None,
 ) -> torch.Tensor | SinkhornResult:
     """Entropic OT plans for a batch of cost matrices, log-domain Sinkhorn.
 
@@ -210,6 +249,13 @@ def log_sinkhorn(
             `"unrolled"` lets autograd record every iteration (memory O(iterations x B M N); needed for
             double backward and tracing). `"detach"` returns a plan without gradient.
         return_info (`bool`, defaults to False): return a `SinkhornResult` instead of the plan alone.
+        stop_groups (`int`, *optional*): the batch is this many groups of B / stop_groups consecutive
+            problems, and each group stops at the first iteration whose mean |u - u_prev| over the group is
+            below `tol`, independently of the others: a group gives, bit for bit, what it gives solved alone.
+            The models pass the number of images at inference (each image's class problems stop together, as
+            when the reference segments one image at a time); `None` (training) is the batch-wide rule. The
+            gradient of the grouped rule is autograd's through the iterations (as `"unrolled"`);
+            `n_iter` is the largest group's count.
 
     Returns:
         The plan (B, M, N), or a `SinkhornResult`. float16/bfloat16 costs are solved in float32 and
@@ -226,6 +272,16 @@ def log_sinkhorn(
         raise ValueError(f"check_every must be >= 1, got {check_every}")
     if grad_mode not in GRAD_MODES:
         raise ValueError(f"grad_mode must be one of {GRAD_MODES}, got {grad_mode!r}")
+    if stop_groups is not None and (
+        isinstance(stop_groups, bool)
+        or not isinstance(stop_groups, int)
+        or stop_groups < 1
+        or cost.shape[0] % stop_groups
+    ):
+        raise ValueError(
+            f"stop_groups must be a positive integer dividing the batch of {cost.shape[0]} problems, "
+            f"got {stop_groups!r}"
+        )
     if cost.dtype in (torch.float16, torch.bfloat16):
         cost = cost.float()
     batch, m, n = cost.shape
@@ -239,7 +295,10 @@ def log_sinkhorn(
     tracing = torch.jit.is_tracing() or torch.compiler.is_compiling()
     if grad_mode == "detach":
         cost = cost.detach()
-    if (
+    if stop_groups is not None and not tracing:
+        u, v, n_iter = _iterate_groups(cost, log_mu, log_nu, epsilon, max_iter, tol, check_every, stop_groups)
+        plan = torch.exp(_kernel(u, v, cost, epsilon))
+    elif (
         grad_mode in ("recompute", "checkpoint")
         and cost.requires_grad
         and torch.is_grad_enabled()
