@@ -177,6 +177,7 @@ INVALID = [
             clip_config=tiny_clip_config(image_size=36, patch_size=8),
             visual_prompt_depth=2,
             inference_window_size=32,
+            inference_window_stride=24,
         ),
         "image_size",
     ),

@@ -27,12 +27,15 @@ from transformers import AutoModelForSemanticSegmentation
 import otseg_hf  # noqa: F401  (registers the Auto classes)
 from otseg_hf.cli.arguments import add_dataset_arguments
 from otseg_hf.cli.conventions import HelpFormatter, add_debug_argument, model_source, quiet_libraries, run_cli
+from otseg_hf.data.checks import check_columns, check_label_column, check_not_empty
 from otseg_hf.data.loading import load_dataset_split
 from otseg_hf.data.splits import DATASETS, resolve_vocabulary
 from otseg_hf.evaluation.evaluate import EvaluationSet, evaluate_model
 from otseg_hf.evaluation.plots import confusion_matrix_image, per_class_iou_chart, save_png
+from otseg_hf.hub.checks import check_model_folder
 from otseg_hf.hub.folders import default_image_processor
 from otseg_hf.model.processing_otseg import load_tokenizer
+from otseg_hf.model.sliding_window import check_window
 from otseg_hf.world.splits import GENERATED, generated_dataset
 
 
@@ -68,6 +71,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+POSITIVE = ("num_images", "max_images", "test_short_side", "window_size", "stride", "window_batch_size")
+
+
+def check_args(args) -> None:
+    """Numbers in range, the model folder and the output path, before anything loads."""
+    for name in POSITIVE:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if args.output is not None and args.output.is_dir():
+        raise ValueError(f"--output {args.output} is a folder; give a JSON file path")
+    check_model_folder(args.model)
+
+
 def load_data(args):
     if args.dataset in GENERATED and args.dataset_name is None:
         return generated_dataset(args.dataset, args.num_images, seed=1)
@@ -79,10 +96,16 @@ def load_data(args):
 def main(argv=None) -> dict:
     args = parse_args(argv)
     quiet_libraries()
+    check_args(args)
     source = model_source(args.model, "--model")
     PartialState(cpu=args.cpu or parse_flag_from_env("ACCELERATE_USE_CPU"))
     accelerator = Accelerator(cpu=args.cpu)
     model = AutoModelForSemanticSegmentation.from_pretrained(source).to(accelerator.device).eval()
+    check_window(  # before any work: a stride larger than the window leaves pixels without a prediction
+        args.window_size or model.config.inference_window_size,
+        args.stride or model.config.inference_window_stride,
+        args.window_batch_size,
+    )
 
     # 1. vocabulary and split
     split = GENERATED.get(args.dataset) or DATASETS.get(args.dataset)
@@ -102,8 +125,14 @@ def main(argv=None) -> dict:
 
     # 2. data and preprocessing: the short side to the test size, no padding
     data = load_data(args)
+    what = f"the split {args.split!r} of {args.dataset_name or args.dataset}"
+    check_columns(data, (args.image_column, args.label_column), what)
+    check_not_empty(data, what)
     if args.max_images:
         data = data.select(range(min(args.max_images, len(data))))
+    check_label_column(
+        data, args.label_column, len(class_names), model.config.ignore_index, args.reduce_labels, what=what
+    )
     processor = default_image_processor(model.config)
     short_side = args.test_short_side or (split.test_short_side if split else None)
     if short_side:

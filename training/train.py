@@ -6,10 +6,13 @@
 
 A recipe (`otseg_hf.recipes.recipes.RECIPES`) fixes the optimizer, schedule, iterations, total batch and augmentation;
 flags override single fields. The total batch is reached on any number of processes by gradient accumulation,
-and the script prints how. Checkpoints (`accelerator.save_state`) go to OUTPUT_DIR/checkpoints/step_N and
-`--resume` continues from the latest (same data order, augmentation, optimizer and schedule state). At the end
-the model is evaluated and OUTPUT_DIR becomes a complete model folder (weights, config, processor, tokenizer,
-code, model card with the results).
+and the script prints how. Checkpoints (`otseg_hf.checkpoints`: safetensors and JSON, nothing pickled) go to
+OUTPUT_DIR/checkpoints/step_N, renamed into place when complete; `--resume latest` continues from the newest
+complete one, exactly (data order, augmentation, optimizer, schedule, random states). `train_log.jsonl` is
+flushed at every logging step. At the end the model is evaluated and its folder (weights, config, processor,
+tokenizer, code, model card with the results) is staged and moved into OUTPUT_DIR with config.json last. A
+non-empty OUTPUT_DIR needs `--resume` or `--overwrite-output-dir`; arguments, both splits and the checkpoint
+are checked before anything is written (`otseg_hf.run_folder`, `otseg_hf.data.checks`).
 
 Your own data: `--recipe custom` (crop, sliding window and prompt depth adapted to `--clip` and to the images),
 `--dataset-name` (Hub id or a folder from `save_to_disk` / `training/convert_datasets.py`) with image and label
@@ -22,10 +25,9 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import logging
 import math
-import re
+import os
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +43,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from otseg_hf import OTSegForSemanticSegmentation, ZegOTForSemanticSegmentation
-from otseg_hf.cli.arguments import add_dataset_arguments
+from otseg_hf.atomic import begin_staging, publish_folder, staging_path
+from otseg_hf.cli.arguments import add_dataset_arguments, parse_overrides
 from otseg_hf.cli.conventions import HelpFormatter, add_debug_argument, quiet_libraries, run_cli
+from otseg_hf.data.checks import check_training_splits
 from otseg_hf.data.loading import load_dataset_split
 from otseg_hf.data.splits import resolve_vocabulary
 from otseg_hf.data.transforms import training_transforms
@@ -57,6 +61,16 @@ from otseg_hf.recipes import (
     adapt_to_data,
     build_optimizer,
     gradient_accumulation_steps,
+)
+from otseg_hf.run_folder import (
+    RUN_FILES,
+    TrainLog,
+    check_output_dir,
+    check_run_arguments,
+    locate_checkpoint,
+    resume_from,
+    save_checkpoint,
+    start_output_dir,
 )
 from otseg_hf.world.splits import GENERATED, generated_dataset
 
@@ -126,7 +140,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--checkpointing-steps", type=int, default=1000, help="save_state every N steps (0: never)"
     )
-    parser.add_argument("--resume", help="'latest' or a checkpoint folder to continue from")
+    parser.add_argument(
+        "--resume", help="'latest' (the newest complete checkpoint of OUTPUT_DIR) or a checkpoint folder"
+    )
+    parser.add_argument(
+        "--overwrite-output-dir",
+        action="store_true",
+        help="delete what a non-empty OUTPUT_DIR holds (an earlier run) before training",
+    )
     parser.add_argument(
         "--eval-steps", type=int, default=0, help="evaluate every N steps (0: only at the end)"
     )
@@ -200,6 +221,11 @@ def build_model(args, recipe, class_names, seen_label_ids):
     model_class = MODEL_CLASSES[recipe.model_type]
     transductive = recipe.setting == "transductive"
     if args.init_from:
+        if args.model_override:
+            raise ValueError(
+                f"--model-override {args.model_override} with --init-from: the saved model's config is used as it "
+                "is; change fields in a new model (no --init-from) or edit the folder's config"
+            )
         model = model_class.from_pretrained(args.init_from)
         if list(model.config.class_names) != list(class_names):
             raise ValueError(
@@ -212,7 +238,7 @@ def build_model(args, recipe, class_names, seen_label_ids):
         model.config.seen_label_ids = seen_label_ids
         model.config.transductive = transductive
         return model, load_tokenizer(args.init_from)
-    overrides = {**recipe.model_overrides, **parse_overrides(args.model_override)}
+    overrides = {**recipe.model_overrides, **parse_overrides(args.model_override, model_class.config_class)}
     if recipe.model_type == "otseg":
         overrides.setdefault("prompt_templates", list(recipe.split.prompt_templates))
     if recipe.clip == "tiny-random":
@@ -269,44 +295,15 @@ def image_short_side(data, image_column: str) -> int:
     return int(min(size))
 
 
-def parse_overrides(items: list[str]) -> dict:
-    """FIELD=VALUE pairs, VALUE read as JSON (a bare word is a string)."""
-    overrides = {}
-    for item in items:
-        field, sep, value = item.partition("=")
-        if not sep or not field:
-            raise ValueError(f"--model-override wants FIELD=VALUE, got {item!r}")
-        try:
-            overrides[field] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[field] = value
-    return overrides
-
-
-def checkpoint_step(path: Path) -> int:
-    match = re.fullmatch(r"step_(\d+)", path.name)
-    if match is None:
-        raise ValueError(f"{path} is not a checkpoint folder (named step_N)")
-    return int(match.group(1))
-
-
-def find_checkpoint(args) -> Path:
-    if args.resume != "latest":
-        path = Path(args.resume)
-        if not path.is_dir():
-            raise ValueError(f"--resume {path}: no such checkpoint folder")
-        return path
-    folders = sorted((args.output_dir / "checkpoints").glob("step_*"), key=checkpoint_step)
-    if not folders:
-        raise ValueError(f"--resume latest: no checkpoint in {args.output_dir / 'checkpoints'}")
-    return folders[-1]
-
-
+# ----------------------------------------------------------------------------------------------------
+# arguments, output folder, checkpoints, log
+# ----------------------------------------------------------------------------------------------------
 # ----------------------------------------------------------------------------------------------------
 # main
 # ----------------------------------------------------------------------------------------------------
 def main(argv=None) -> dict | None:
     args = parse_args(argv)
+    check_run_arguments(args)
     recipe = RECIPES[args.recipe]
     changes = {
         "max_steps": args.max_steps,
@@ -350,6 +347,8 @@ def main(argv=None) -> dict | None:
     # 1. accelerator: the recipe's total batch through gradient accumulation
     # (the state must know about the CPU before anything else: several CPU processes need cpu=True)
     state = PartialState(cpu=args.cpu or parse_flag_from_env("ACCELERATE_USE_CPU"))
+    checkpoint = locate_checkpoint(args.resume, args.output_dir, say=state.print)
+    check_output_dir(args.output_dir, checkpoint, args.overwrite_output_dir)
     accumulation = gradient_accumulation_steps(
         recipe.total_batch_size, args.per_device_batch_size, state.num_processes
     )
@@ -370,7 +369,6 @@ def main(argv=None) -> dict | None:
         f"{accelerator.num_processes} processes x {accumulation} accumulation steps; {recipe.max_steps} steps"
     )
     set_seed(args.seed)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
 
     # 2. model, optimizer, schedule
     model, tokenizer = build_model(args, recipe, class_names, seen_label_ids)
@@ -381,7 +379,7 @@ def main(argv=None) -> dict | None:
     )
     optimizer, scheduler = build_optimizer(model, recipe)
 
-    # 3. data
+    # 3. data, checked before anything is written
     transform = training_transforms(
         crop_size=recipe.crop_size,
         scale=recipe.rescale_scale,
@@ -396,6 +394,10 @@ def main(argv=None) -> dict | None:
     eval_data = load_eval_data(args, recipe)  # once, before training: its errors come early
     set_class = StreamingTrainingSet if args.streaming else TrainingSet
     train_set = set_class(train_data, transform, args.image_column, args.label_column, args.seed)
+    check_training_splits(
+        train_data, train_set, eval_data, args, len(model.config.id2label), model.config.ignore_index,
+        accelerator.num_processes, args.dataset_name or f"the synthetic {recipe.dataset} data",
+    )  # fmt: skip
     train_loader = DataLoader(
         train_set,
         batch_size=args.per_device_batch_size,
@@ -408,23 +410,33 @@ def main(argv=None) -> dict | None:
         ),  # keeps the global RNG (dropout) out of data loading
     )
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
-    accelerator.register_for_checkpointing(scheduler)  # stepped once per optimizer step, not prepared
+    batches_per_epoch = None if args.streaming else len(train_loader)
+    if batches_per_epoch == 0:
+        raise ValueError("the training split gives no full batch per process: lower --per-device-batch-size")
+    run = {  # what must be equal for a resumed run to continue exactly
+        "recipe": recipe.name, "seed": args.seed, "per_device_batch_size": args.per_device_batch_size,
+        "num_processes": accelerator.num_processes, "gradient_accumulation_steps": accumulation,
+        "batches_per_epoch": batches_per_epoch,
+    }  # fmt: skip
+
+    # 4. resume (json and safetensors only: a checkpoint cannot run code)
+    completed_steps, micro_steps = 0, 0
+    if checkpoint is not None:
+        accelerator.print(f"resuming from {checkpoint}")
+        completed_steps = resume_from(checkpoint, accelerator, model, optimizer, scheduler, run)
+        micro_steps = completed_steps * accumulation
+    start_output_dir(args.output_dir, accelerator, args.overwrite_output_dir, checkpoint is not None)
     if args.report_to:
         accelerator.init_trackers("otseg", config={k: str(v) for k, v in vars(args).items()})
-
-    # 4. resume
-    completed_steps, micro_steps = 0, 0
-    if args.resume:
-        checkpoint = find_checkpoint(args)
-        accelerator.print(f"resuming from {checkpoint}")
-        accelerator.load_state(str(checkpoint))
-        completed_steps = checkpoint_step(checkpoint)
-        micro_steps = completed_steps * accumulation
-    batches_per_epoch = None if args.streaming else len(train_loader)
     epoch, skip = (0, micro_steps) if batches_per_epoch is None else divmod(micro_steps, batches_per_epoch)
+    log = TrainLog(
+        args.output_dir / RUN_FILES[0],
+        accelerator.is_main_process,
+        completed_steps if checkpoint is not None else None,
+    )
 
     # 5. train
-    history, losses, evaluations = [], [], []
+    losses, evaluations = [], []
     progress = tqdm(
         total=recipe.max_steps,
         initial=completed_steps,
@@ -453,13 +465,15 @@ def main(argv=None) -> dict | None:
             if not math.isfinite(step_loss):
                 raise FloatingPointError(f"the loss is {step_loss} at step {completed_steps}")
             record = {"step": completed_steps, "loss": step_loss, "lr": scheduler.get_last_lr()[0]}
-            history.append(record)
-            if completed_steps % args.logging_steps == 0 or completed_steps == recipe.max_steps:
+            log.add(record)
+            checkpointing = args.checkpointing_steps and completed_steps % args.checkpointing_steps == 0
+            if completed_steps % args.logging_steps == 0 or completed_steps == recipe.max_steps or checkpointing:
+                log.flush()
                 progress.set_postfix(loss=f"{step_loss:.4f}")
                 if args.report_to:
                     accelerator.log({"train/loss": step_loss, "train/lr": record["lr"]}, step=completed_steps)
-            if args.checkpointing_steps and completed_steps % args.checkpointing_steps == 0:
-                accelerator.save_state(str(args.output_dir / "checkpoints" / f"step_{completed_steps}"))
+            if checkpointing:
+                save_checkpoint(args.output_dir, accelerator, completed_steps, run, model, optimizer, scheduler)
             if (
                 args.eval_steps
                 and completed_steps % args.eval_steps == 0
@@ -476,15 +490,19 @@ def main(argv=None) -> dict | None:
                 break
         epoch, skip = epoch + 1, 0
     progress.close()
-    if accelerator.is_main_process:
-        with open(args.output_dir / "train_log.jsonl", "a") as log:
-            for record in history:
-                log.write(json.dumps(record) + "\n")
+    log.flush()
 
-    # 6. evaluate and save the model folder
-    results = run_evaluation(args, recipe, accelerator, model, eval_data)
+    # 6. evaluate and save the model folder: staged, then moved into OUTPUT_DIR with config.json last
+    staging = args.output_dir / ".model.partial"
+    saving = accelerator.is_main_process and not args.no_save_model
+    if saving:
+        begin_staging(args.output_dir / "model")
+        staging = staging_path(args.output_dir / "model")
+    results = run_evaluation(
+        args, recipe, accelerator, model, eval_data, folder=staging if saving else args.output_dir
+    )
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process and not args.no_save_model:
+    if saving:
         unwrapped = accelerator.unwrap_model(model)
         eval_results = None
         if results is not None:
@@ -501,10 +519,13 @@ def main(argv=None) -> dict | None:
         if results is not None:
             evaluations.append({"step": completed_steps, **{k: results[k] for k in SUMMARY}})
         curves = write_training_curves(args.output_dir, evaluations)
+        if curves is not None:  # into the staged folder: it is published with the model
+            os.replace(curves, staging / curves.name)
         save_otseg_folder(
-            unwrapped, args.output_dir, tokenizer=tokenizer, eval_results=eval_results, **card_fields(args, recipe),
+            unwrapped, staging, tokenizer=tokenizer, eval_results=eval_results, **card_fields(args, recipe),
             training_curves=curves.name if curves else None,
         )  # fmt: skip
+        publish_folder(staging, args.output_dir, keep=("checkpoints", *RUN_FILES))
         accelerator.print(f"model saved to {args.output_dir}")
     accelerator.end_training()
     return results
@@ -557,14 +578,14 @@ def load_eval_data(args, recipe):
     if args.eval_split == "none":
         return None
     data = load_split(args, args.eval_split, recipe)
-    if args.max_eval_images:
+    if args.max_eval_images is not None:
         data = data.select(range(min(args.max_eval_images, len(data))))
     return data
 
 
-def run_evaluation(args, recipe, accelerator, model, data) -> dict | None:
+def run_evaluation(args, recipe, accelerator, model, data, folder: Path | None = None) -> dict | None:
     """Evaluate on `data` from `load_eval_data` (all processes), print the table, write
-    OUTPUT_DIR/eval_results.json. None without evaluation data."""
+    eval_results.json (atomically) into `folder` (default OUTPUT_DIR). None without evaluation data."""
     if data is None:
         return None
     unwrapped = accelerator.unwrap_model(model)
@@ -583,7 +604,7 @@ def run_evaluation(args, recipe, accelerator, model, data) -> dict | None:
     results = metric.compute()
     if accelerator.is_main_process:
         print(metric.table(results))
-        metric.save_json(args.output_dir / "eval_results.json", results, **dataset_fields(args, recipe))
+        metric.save_json((folder or args.output_dir) / "eval_results.json", results, **dataset_fields(args, recipe))
     return results
 
 

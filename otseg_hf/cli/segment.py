@@ -25,11 +25,13 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForSemanticSegmentation
 
 from ..app.drawing import label_map_image, overlay, palette, segments_to_label_map
+from ..hub.checks import check_model_folder
 from ..model.image_processing_otseg import OTSegImageProcessor
 from ..model.modeling_otseg import OTSegForSemanticSegmentation
 from ..model.modeling_zegot import ZegOTForSemanticSegmentation
 from ..model.pipeline_otseg import OTSegImageSegmentationPipeline, OTSegZeroShotImageSegmentationPipeline
 from ..model.processing_otseg import check_class_names, load_tokenizer
+from ..model.sliding_window import check_window
 from .conventions import HelpFormatter, add_debug_argument, model_source, quiet_libraries, run_cli
 
 
@@ -105,9 +107,8 @@ def build_pipeline(args: argparse.Namespace):
     )
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
-    quiet_libraries()
+def check_arguments(args: argparse.Namespace) -> None:
+    """Everything that can be checked before the model loads or anything is written."""
     if not 0.0 <= args.alpha <= 1.0:
         raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}")
     if not 0.0 <= args.threshold <= 1.0:
@@ -115,12 +116,50 @@ def main(argv: Sequence[str] | None = None) -> None:
     missing = [str(path) for path in args.images if not path.is_file()]
     if missing:
         raise ValueError(f"no such image file: {', '.join(missing)}")
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out} is a file; give a folder (created if needed)")
+    for flag, value in (("--window-size", args.window_size), ("--stride", args.stride),
+                        ("--longest-edge", args.longest_edge)):  # fmt: skip
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be at least 1, got {value}")
+    if args.window_size and args.stride and args.stride > args.window_size:
+        raise ValueError(
+            f"--stride {args.stride} is larger than --window-size {args.window_size}: pixels between windows "
+            "would get no prediction"
+        )
+    check_device(args.device)
+    check_model_folder(args.model)
+
+
+def check_device(device: str) -> None:
+    """A torch device that exists here (`cuda:0` without CUDA is refused before the model loads)."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"--device {device!r} is not a torch device ({error})") from None
+    if parsed.type == "cuda" and (
+        not torch.cuda.is_available() or (parsed.index or 0) >= torch.cuda.device_count()
+    ):
+        where = "CUDA is not available here" if not torch.cuda.is_available() else "no such GPU"
+        raise ValueError(f"--device {device}: {where}; use --device cpu")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device}: MPS is not available here; use --device cpu")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    quiet_libraries()
+    check_arguments(args)
     segmenter = build_pipeline(args)
     labels = args.labels or segmenter.model.config.class_names
     call = {"window_size": args.window_size, "stride": args.stride, "threshold": args.threshold or None}
     if args.labels is not None:
         call["candidate_labels"] = labels
     call = {key: value for key, value in call.items() if value is not None}
+    config = segmenter.model.config  # the model's defaults for what was not given
+    check_window(args.window_size or config.inference_window_size, args.stride or config.inference_window_stride)
 
     args.out.mkdir(parents=True, exist_ok=True)
     colors = palette(len(labels))
@@ -130,8 +169,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     progress = tqdm(
         args.images, desc="segmenting", unit="image", disable=args.no_progress or len(args.images) < 2
     )
+    failed = []
     for path in progress:
-        rgb = segmenter.image_processor.to_rgb(PIL.Image.open(path))  # upright (EXIF), RGB, any bit depth
+        try:
+            rgb = segmenter.image_processor.to_rgb(PIL.Image.open(path))  # upright (EXIF), RGB, any bit depth
+        except (OSError, ValueError) as error:  # unreadable: report it, go on with the others
+            failed.append(f"{path} ({error})")
+            print(f"otseg-segment: skipped {path}: {error}", file=sys.stderr)
+            continue
         image = PIL.Image.fromarray(np.clip(np.round(rgb), 0, 255).astype(np.uint8))
         label_map = segments_to_label_map(segmenter(rgb, **call), labels, rgb.shape[:2])
         name = path.stem
@@ -141,6 +186,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         used_names.add(name)
         label_map_image(label_map, len(labels)).save(args.out / f"{name}_labels.png")
         overlay(image, label_map, labels, args.alpha).save(args.out / f"{name}_overlay.png")
+    if failed:
+        raise ValueError(
+            f"wrote {len(args.images) - len(failed)} of {len(args.images)} images to {args.out}; could not read "
+            + ", ".join(failed)
+        )
     print(f"wrote {len(args.images)} overlay(s) and label map(s) to {args.out}", file=sys.stderr)
 
 

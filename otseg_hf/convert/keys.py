@@ -160,6 +160,9 @@ def _check_tensors(state_dict: dict, where: str) -> None:
             raise ReferenceCheckpointError(
                 f"{where}: entry {key!r} is a {type(value).__name__}, expected a tensor"
             )
+    bad = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ReferenceCheckpointError(_name_keys(f"{where} holds NaN or infinite values in", bad))
 
 
 def _apply_rules(

@@ -40,6 +40,8 @@ def _get(state_dict: dict, key: str) -> torch.Tensor:
 
 
 def _heads(width: int, head_dim: int, where: str) -> int:
+    if isinstance(head_dim, bool) or not isinstance(head_dim, int) or head_dim < 1:
+        raise ReferenceCheckpointError(f"head_dim must be a positive integer (--head-dim), got {head_dim!r}")
     if width % head_dim:
         raise ReferenceCheckpointError(f"{where} width {width} is not a multiple of head_dim={head_dim}")
     return width // head_dim

@@ -6,6 +6,9 @@ Imports only transformers' config classes, so it travels with either configurati
 
 from __future__ import annotations
 
+import math
+import operator
+import string
 import warnings
 from collections.abc import Sequence
 
@@ -78,7 +81,23 @@ def resolve_vocabulary(kwargs: dict, seen_label_ids: list[int] | None | str) -> 
         if not voc_vocabulary:
             return None
         return [i for i in range(len(VOC_CLASS_NAMES)) if i not in VOC_UNSEEN_LABEL_IDS]
-    return None if seen_label_ids is None else [int(i) for i in seen_label_ids]
+    return None if seen_label_ids is None else check_label_ids_list("seen_label_ids", seen_label_ids)
+
+
+def check_label_ids_list(name: str, ids) -> list[int]:
+    """`ids` as a list of Python ints; floats (0.9), strings and booleans raise `ValueError` instead of being
+    truncated or read as characters."""
+    if isinstance(ids, (str, bytes, dict)) or not isinstance(ids, Sequence):
+        raise ValueError(f"{name} must be a list of class ids (integers) or None, got {ids!r}")
+    checked = []
+    for value in ids:
+        try:
+            if isinstance(value, bool):
+                raise TypeError
+            checked.append(operator.index(value))
+        except TypeError:
+            raise ValueError(f"{name} must hold integer class ids, got {value!r} in {list(ids)!r}") from None
+    return checked
 
 
 def check_class_names(class_names) -> list[str]:
@@ -98,13 +117,28 @@ def check_class_names(class_names) -> list[str]:
     return names
 
 
+def check_template(name: str, template) -> None:
+    """Raise `ValueError` unless `template` is a string whose only replacement field is one `{}` (literal braces
+    are written `{{` / `}}`): `'{0} x {}'`, `'a {name}'` or `'{} {}'` would fail or misplace the class name."""
+    if not isinstance(template, str):
+        raise ValueError(f"{name}: a template must be a string with one '{{}}', got {template!r}")
+    try:
+        fields = [(field, spec, conversion) for _, field, spec, conversion in string.Formatter().parse(template)
+                  if field is not None]  # fmt: skip
+    except ValueError as error:
+        raise ValueError(f"{name}: {template!r} is not a valid template ({error})") from None
+    if fields != [("", "", None)]:
+        raise ValueError(
+            f"{name}: each template needs exactly one '{{}}' and no other replacement field, got {template!r}"
+        )
+
+
 def check_prompt_templates(templates) -> None:
-    """Raise `ValueError` unless `templates` holds at least one string with exactly one `{}`."""
-    if not templates:
-        raise ValueError("prompt_templates must hold at least one template")
+    """Raise `ValueError` unless `templates` is a list of at least one template with exactly one `{}`."""
+    if isinstance(templates, str) or not templates:
+        raise ValueError(f"prompt_templates must be a list of at least one template, got {templates!r}")
     for template in templates:
-        if not isinstance(template, str) or template.count("{}") != 1:
-            raise ValueError(f"each prompt template needs exactly one '{{}}', got {template!r}")
+        check_template("prompt_templates", template)
 
 
 def check_vocabulary(id2label: dict, label2id: dict | None) -> tuple[dict[int, str], dict[str, int]]:
@@ -121,9 +155,27 @@ def check_vocabulary(id2label: dict, label2id: dict | None) -> tuple[dict[int, s
     return id2label, derived
 
 
-def check_int(name: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+def check_int(name: str, value, minimum: int | None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+        bound = f" >= {minimum}" if minimum is not None else ""
+        raise ValueError(f"{name} must be an integer{bound}, got {value!r}")
+
+
+def check_number(name: str, value, low: float | None = None, high: float | None = None, open_low=False) -> None:
+    """`ValueError` unless `value` is a finite real number (not a bool or a string) in [low, high]
+    (`open_low`: low excluded)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if low is not None and (value <= low if open_low else value < low):
+        raise ValueError(f"{name} must be {'>' if open_low else '>='} {low}, got {value!r}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be <= {high}, got {value!r}")
+
+
+def check_bool(name: str, value) -> None:
+    """Booleans only: `"false"` or `0` in a hand-edited config.json would otherwise read as True / False."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false (a JSON boolean), got {value!r}")
 
 
 class ZeroShotSegmentationConfigMixin:
@@ -171,7 +223,9 @@ class ZeroShotSegmentationConfigMixin:
     def check_label_setting(self) -> None:
         """Seen ids within the vocabulary and distinct; transductive needs an unseen class."""
         num_classes = len(self.id2label)
+        check_bool("transductive", self.transductive)
         if self.seen_label_ids is not None:
+            self.seen_label_ids = check_label_ids_list("seen_label_ids", self.seen_label_ids)
             bad = [i for i in self.seen_label_ids if not 0 <= i < num_classes]
             if bad:
                 raise ValueError(f"seen_label_ids {bad} are out of range for {num_classes} classes")
@@ -188,17 +242,16 @@ class ZeroShotSegmentationConfigMixin:
         num_classes = len(self.id2label)
         check_int("sinkhorn_max_iter", self.sinkhorn_max_iter, 1)
         for name in ("sinkhorn_epsilon", "sinkhorn_tol"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+            check_number(name, getattr(self, name), 0, open_low=True)
         if self.sinkhorn_grad_mode not in SINKHORN_GRAD_MODES:
             raise ValueError(
                 f"sinkhorn_grad_mode must be one of {SINKHORN_GRAD_MODES}, got {self.sinkhorn_grad_mode!r}"
             )
         for name in ("focal_loss_weight", "dice_loss_weight", "focal_gamma", "seen_class_penalty"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0.0 <= self.focal_alpha <= 1.0:
-            raise ValueError(f"focal_alpha must be in [0, 1], got {self.focal_alpha}")
+            check_number(name, getattr(self, name), 0)
+        check_number("focal_alpha", self.focal_alpha, 0, 1)
+        check_number("initializer_range", self.initializer_range, 0)
+        check_int("ignore_index", self.ignore_index, None)
         if 0 <= self.ignore_index < num_classes:
             raise ValueError(
                 f"ignore_index ({self.ignore_index}) collides with a class id (0..{num_classes - 1})"
@@ -209,6 +262,11 @@ class ZeroShotSegmentationConfigMixin:
             raise ValueError(
                 f"inference_window_size ({self.inference_window_size}) must be a multiple of the patch size "
                 f"({vision.patch_size})"
+            )
+        if self.inference_window_stride > self.inference_window_size:
+            raise ValueError(
+                f"inference_window_stride ({self.inference_window_stride}) must be at most inference_window_size "
+                f"({self.inference_window_size}): with a larger stride, pixels between windows get no prediction"
             )
         if vision.image_size % vision.patch_size:
             raise ValueError(
@@ -300,7 +358,7 @@ class ZeroShotSegmentationConfig(ZeroShotSegmentationConfigMixin, PretrainedConf
     ):
         self.clip_config = resolve_clip_config(clip_config)
         self.seen_label_ids = resolve_vocabulary(kwargs, seen_label_ids)
-        self.transductive = bool(transductive)
+        self.transductive = transductive  # checked in validate: "false" would be True
         self.seen_class_penalty = (
             self.default_seen_class_penalty if seen_class_penalty is None else seen_class_penalty
         )

@@ -7,6 +7,7 @@ from .configuration_base import (
     VOC_UNSEEN_LABEL_IDS,
     ZeroShotSegmentationConfig,
     check_int,
+    check_number,
     check_prompt_templates,
 )
 
@@ -85,7 +86,9 @@ class OTSegConfig(ZeroShotSegmentationConfig):
         ensemble_weight: float = 0.5,
         **kwargs,
     ):
-        self.prompt_templates = list(VOC_PROMPT_TEMPLATES if prompt_templates is None else prompt_templates)
+        self.prompt_templates = VOC_PROMPT_TEMPLATES if prompt_templates is None else prompt_templates
+        check_prompt_templates(self.prompt_templates)
+        self.prompt_templates = list(self.prompt_templates)
         self.num_visual_prompts = num_visual_prompts
         self.visual_prompt_depth = visual_prompt_depth
         self.visual_prompt_dropout = visual_prompt_dropout
@@ -122,15 +125,14 @@ class OTSegConfig(ZeroShotSegmentationConfig):
         check_int("decoder_ffn_dim", self.decoder_ffn_dim, 1)
         for name in ("visual_prompt_dropout", "decoder_dropout", "attention_dropout"):
             value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
+            check_number(name, value, 0)
+            if not value < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {value}")
         for name in ("prompt_norm_eps", "decoder_layer_norm_eps"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+            check_number(name, getattr(self, name), 0, open_low=True)
         if self.matching not in ("sinkhorn", "softmax"):
             raise ValueError(f"matching must be 'sinkhorn' or 'softmax', got {self.matching!r}")
-        if not 0.0 <= self.ensemble_weight <= 1.0:
-            raise ValueError(f"ensemble_weight must be in [0, 1], got {self.ensemble_weight}")
+        check_number("ensemble_weight", self.ensemble_weight, 0, 1)
         super().validate()
 
 

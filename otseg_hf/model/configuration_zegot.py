@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .configuration_base import ZeroShotSegmentationConfig, check_int
+from .configuration_base import ZeroShotSegmentationConfig, check_int, check_number, check_template
 
 LAYER_COMBINATIONS = ("mean", "last")
 
@@ -99,10 +99,8 @@ class ZegOTConfig(ZeroShotSegmentationConfig):
                 f"num_context_tokens ({self.num_context_tokens}) leaves no room for a class name in the "
                 f"{text.max_position_embeddings} text positions"
             )
-        if not self.context_init_std > 0:
-            raise ValueError(f"context_init_std must be > 0, got {self.context_init_std}")
-        if not isinstance(self.class_name_format, str) or self.class_name_format.count("{}") != 1:
-            raise ValueError(f"class_name_format needs exactly one '{{}}', got {self.class_name_format!r}")
+        check_number("context_init_std", self.context_init_std, 0, open_low=True)
+        check_template("class_name_format", self.class_name_format)
         if not self.feature_layers:
             raise ValueError("feature_layers must name at least one vision block")
         depth = vision.num_hidden_layers
@@ -118,8 +116,7 @@ class ZegOTConfig(ZeroShotSegmentationConfig):
                 f"layer_combination must be one of {LAYER_COMBINATIONS}, got {self.layer_combination!r}"
             )
         for name in ("layer_loss_weight", "combined_loss_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+            check_number(name, getattr(self, name), 0)
         if self.layer_loss_weight == 0 and self.combined_loss_weight == 0:
             raise ValueError("layer_loss_weight and combined_loss_weight cannot both be 0")
         super().validate()

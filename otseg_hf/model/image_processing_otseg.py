@@ -11,7 +11,9 @@ primitives are those of `image_transforms`, which the training transforms share.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -24,6 +26,7 @@ from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from transformers.processing_utils import ImagesKwargs
 
 from .image_transforms import (
+    check_float_range,
     normalize,
     pad,
     read_image,
@@ -63,6 +66,11 @@ class OTSegImageProcessor(PilBackend):
     them. Every image becomes RGB: alpha is dropped (as `PIL.Image.convert("RGB")`, OpenCV's `imread`
     and transformers' `load_image` do), grey levels are repeated, 16-bit values are scaled to 0..255. PIL images
     carrying an EXIF orientation are transposed upright first (segmentation maps too, if they carry one).
+
+    Float images must hold finite values in 0..255. Like transformers' image processors, a float image whose values
+    all lie in 0..1 gets a warning when `do_rescale=True` (it would be divided by 255 once more and come out near
+    black): pass `do_rescale=False` for such images. NaN / infinite values, or values outside 0..255 (pixels that
+    are already normalised go to the model directly), raise a `ValueError`.
 
     Segmentation maps hold class indices: 2-D arrays, or PIL images of mode L, P (palette PNGs such as VOC's
     `SegmentationClass`, read as indices, never as colours), I or I;16. Colour maps are refused.
@@ -119,6 +127,20 @@ class OTSegImageProcessor(PilBackend):
     do_reduce_labels = False
     ignore_index = 255
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' `from_pretrained`; in a local folder whose `processor_config.json` holds another copy of
+        the image processor, `preprocessor_config.json` wins (with a warning naming the differing fields):
+        transformers would read the nested copy and silently ignore an edited `preprocessor_config.json`."""
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        image_processor = loaded[0] if isinstance(loaded, tuple) else loaded
+        if kwargs:  # overrides given for this load apply to either copy
+            return loaded
+        standalone = standalone_image_processor(cls, pretrained_model_name_or_path, image_processor)
+        if standalone is None:
+            return loaded
+        return (standalone, *loaded[1:]) if isinstance(loaded, tuple) else standalone
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         _check_size(self.size)
@@ -162,7 +184,11 @@ class OTSegImageProcessor(PilBackend):
         **kwargs,
     ) -> BatchFeature:
         _check_size(size)
-        images = [self.to_rgb(image) for image in _as_list(images)]
+        _check_numbers(do_rescale, rescale_factor, do_normalize, image_mean, image_std, do_pad, size_divisor)
+        images = _as_list(images)
+        for index, image in enumerate(images):
+            check_float_range(image, do_rescale, where=f"image {index}")
+        images = [self.to_rgb(image) for image in images]
         maps = None
         if segmentation_maps is not None:
             maps = [read_label(m) for m in _as_list(segmentation_maps)]
@@ -282,6 +308,16 @@ class OTSegImageProcessor(PilBackend):
         batch, num_classes = scores.shape[:2]
         if target_sizes is not None and len(target_sizes) != batch:
             raise ValueError(f"got {len(target_sizes)} target sizes for a batch of {batch}")
+        if target_sizes is not None and any(int(h) < 1 or int(w) < 1 for h, w in target_sizes):
+            raise ValueError(f"target sizes must be at least 1x1, got {[tuple(map(int, t)) for t in target_sizes]}")
+        if not torch.isfinite(scores).all():
+            raise ValueError(
+                "the model's outputs hold NaN or infinite values (check the inputs and the model's weights)"
+            )
+        if isinstance(seen_class_penalty, bool) or not isinstance(seen_class_penalty, (int, float)) or not (
+            math.isfinite(seen_class_penalty)
+        ):
+            raise ValueError(f"seen_class_penalty must be a finite number, got {seen_class_penalty!r}")
         seen = [] if seen_label_ids is None else [int(i) for i in seen_label_ids]
         bad = [i for i in seen if not 0 <= i < num_classes]
         if bad:
@@ -339,10 +375,49 @@ def _check_size(size) -> None:
             "size must be {'shortest_edge': s} (optionally with 'longest_edge') or {'height': h, 'width': w}, "
             f"got {dict(size)}"
         )
+    for key in ("shortest_edge", "longest_edge", "height", "width"):
+        value = get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"size[{key!r}] must be a positive integer, got {value!r}")
     if get("longest_edge") and get("longest_edge") < get("shortest_edge"):
         raise ValueError(
             f"longest_edge ({get('longest_edge')}) must be >= shortest_edge ({get('shortest_edge')})"
         )
+
+
+def standalone_image_processor(image_processor_class, folder, loaded):
+    """The image processor of `folder/preprocessor_config.json` when it differs from `loaded` (the copy nested in
+    processor_config.json, which transformers reads first), with a warning naming the fields; else None."""
+    folder = Path(str(folder))
+    if not ((folder / "preprocessor_config.json").is_file() and (folder / "processor_config.json").is_file()):
+        return None
+    standalone = image_processor_class.from_json_file(folder / "preprocessor_config.json")
+    ours, theirs = loaded.to_dict(), standalone.to_dict()
+    differing = sorted(k for k in {*ours, *theirs} if ours.get(k) != theirs.get(k))
+    if not differing:
+        return None
+    warnings.warn(
+        f"{folder}: preprocessor_config.json and the image processor in processor_config.json differ in "
+        f"{differing}; using preprocessor_config.json",
+        UserWarning,
+        stacklevel=3,
+    )
+    return standalone
+
+
+def _check_numbers(do_rescale, rescale_factor, do_normalize, image_mean, image_std, do_pad, size_divisor):
+    """Finite rescale factor, mean and std (std > 0), and a positive size_divisor, before any image is read."""
+    if do_rescale and not (isinstance(rescale_factor, (int, float)) and math.isfinite(rescale_factor)):
+        raise ValueError(f"rescale_factor must be a finite number, got {rescale_factor!r}")
+    if do_normalize:
+        for name, values in (("image_mean", image_mean), ("image_std", image_std)):
+            values = np.atleast_1d(np.asarray(values, dtype=np.float64))
+            if values.size not in (1, 3) or not np.isfinite(values).all():
+                raise ValueError(f"{name} must be 1 or 3 finite numbers, got {values.tolist()}")
+            if name == "image_std" and (values <= 0).any():
+                raise ValueError(f"image_std must be > 0, got {values.tolist()}")
+    if do_pad and (isinstance(size_divisor, bool) or not isinstance(size_divisor, int) or size_divisor < 1):
+        raise ValueError(f"size_divisor must be a positive integer, got {size_divisor!r}")
 
 
 def _get(outputs, name: str):

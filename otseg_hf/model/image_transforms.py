@@ -12,6 +12,8 @@ NumPy and PIL only, plus torch for the label checks of tensors.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import PIL.Image
 import PIL.ImageOps
@@ -247,11 +249,49 @@ def _to_255_range(array: np.ndarray) -> np.ndarray:
             return array.astype(np.float32) * np.float32(255.0 / 65535.0)
         return array.astype(np.uint8)
     if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise ValueError("the image holds NaN or infinite values: check how it was made")
         return array.astype(np.float32)
     raise ValueError(f"unsupported image dtype {array.dtype}")
 
 
+def check_float_range(image, do_rescale: bool, where: str = "the image") -> None:
+    """For a float image (array or tensor) before reading: finite values in 0..255, and a warning when all of
+    them lie in 0..1 while `do_rescale` divides by 255 again.
+
+    The warning follows transformers' image processors, which warn about "already rescaled images" and rescale
+    anyway: such an image comes out near black, so pass `do_rescale=False` (or values in 0..255). Values below
+    0 or above 255 (e.g. already-normalised pixels) raise a `ValueError`: normalised pixel values go to the
+    model directly, not through the image processor."""
+    if isinstance(image, torch.Tensor):
+        if not image.is_floating_point():
+            return
+        array = image.detach().cpu().float().numpy()
+    elif isinstance(image, np.ndarray) and np.issubdtype(image.dtype, np.floating):
+        array = image
+    else:
+        return
+    if array.size == 0:
+        return
+    if not np.isfinite(array).all():
+        raise ValueError(f"{where} holds NaN or infinite values: check how it was made")
+    low, high = float(array.min()), float(array.max())
+    if low < 0 or high > 255:
+        raise ValueError(
+            f"{where} is a float image with values in {low:.3g}..{high:.3g}; float images must hold 0..255 (or "
+            "0..1 with do_rescale=False). Already normalised pixel values go to the model directly"
+        )
+    if do_rescale and high <= 1.0 and high > 0:
+        warnings.warn(
+            f"{where} is a float image with values in 0..1 but do_rescale=True divides it by 255 again, which "
+            "makes it near black: pass do_rescale=False, or an image in 0..255",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 __all__ = [
+    "check_float_range",
     "check_label_ids",
     "exif_upright",
     "invalid_label_ids",

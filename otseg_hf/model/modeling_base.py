@@ -208,10 +208,34 @@ class ZeroShotSegmentationPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
-        loaded = super().from_pretrained(*args, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded  # output_loading_info=True gives a tuple
+        """transformers' `from_pretrained`, then: `model.clip` frozen again, and a folder with missing weights
+        (transformers would initialise them at random and only print a report) or with NaN / infinite weights
+        is a `ValueError` naming the tensors."""
+        from safetensors import SafetensorError
+
+        want_info = kwargs.pop("output_loading_info", False)
+        where = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+        try:
+            model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        except SafetensorError as error:
+            raise ValueError(f"{where}: the weights file is damaged or cut short ({error})") from None
         model.clip.requires_grad_(False)
-        return loaded
+        dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
+        offloaded = any(p.device.type == "meta" for p in model.parameters())  # device_map / offloading hooks
+        if isinstance(dtype, torch.dtype) and not offloaded and any(p.dtype != dtype for p in model.parameters()):
+            model.to(dtype)  # the nested clip_config may pin float32: one dtype for the whole model, as asked
+        missing = sorted(k for k in info.get("missing_keys", ()) if not k.endswith("position_ids"))
+        if missing:
+            raise ValueError(
+                f"{where} lacks {len(missing)} weight(s) of {cls.__name__}: {_first(missing)}; the folder is "
+                "damaged or of another model (they would be random): save it again or convert the checkpoint again"
+            )
+        bad = [name for name, tensor in model.state_dict().items()
+               if tensor.is_floating_point() and tensor.device.type != "meta"
+               and not bool(torch.isfinite(tensor).all())]  # fmt: skip (offloaded tensors are on "meta")
+        if bad:
+            raise ValueError(f"{where} holds NaN or infinite weights in {_first(bad)}: the weights are damaged")
+        return (model, info) if want_info else model
 
     @classmethod
     def from_clip(
@@ -309,6 +333,12 @@ class ZeroShotSegmentationPreTrainedModel(PreTrainedModel):
         ):
             shape = tuple(text_embeds.shape) if isinstance(text_embeds, torch.Tensor) else type(text_embeds)
             raise ValueError(f"text_embeds must have shape (num_classes, num_prompts, {dim}), got {shape}")
+        if text_embeds.shape[0] == 0 or text_embeds.shape[1] == 0:
+            raise ValueError(
+                f"text_embeds {tuple(text_embeds.shape)} has no classes or no prompts: it needs at least one of each"
+            )
+        if not torch.compiler.is_compiling() and not bool(torch.isfinite(text_embeds).all()):
+            raise ValueError("text_embeds holds NaN or infinite values")
 
     def _check_text_cache(self) -> None:
         """Raise `ValueError` if the class text embeddings were never computed (all zeros); checked once."""
@@ -382,12 +412,23 @@ class ZeroShotSegmentationPreTrainedModel(PreTrainedModel):
         )
 
 
-def check_pixel_values(pixel_values: torch.Tensor, vision_config) -> None:
-    """Raise `ValueError` unless `pixel_values` is (B, C, H, W) with H, W positive multiples of the patch size."""
+def _first(names: list[str], count: int = 5) -> str:
+    return ", ".join(names[:count]) + (f" and {len(names) - count} more" if len(names) > count else "")
+
+
+def check_pixel_values(pixel_values: torch.Tensor, vision_config, labels: torch.Tensor | None = None) -> None:
+    """Raise `ValueError` unless `pixel_values` is a non-empty float (B, C, H, W) batch of finite values with H, W
+    positive multiples of the patch size (and `labels`, if given, one (H', W') map per image)."""
     if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 4:
         shape = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values)
         raise ValueError(f"pixel_values must be a (batch, channels, height, width) tensor, got {shape}")
-    _, channels, height, width = pixel_values.shape
+    batch, channels, height, width = pixel_values.shape
+    if batch == 0:
+        raise ValueError("pixel_values is an empty batch (batch size 0)")
+    if not pixel_values.is_floating_point():
+        raise ValueError(
+            f"pixel_values must be float (normalised images, as the image processor gives), got {pixel_values.dtype}"
+        )
     if channels != vision_config.num_channels:
         raise ValueError(f"pixel_values must have {vision_config.num_channels} channels, got {channels}")
     patch = vision_config.patch_size
@@ -398,6 +439,11 @@ def check_pixel_values(pixel_values: torch.Tensor, vision_config) -> None:
             f"image height and width must be multiples of the patch size {patch}, got {height}x{width}; "
             "resize or pad them (the image processor does)"
         )
+    if labels is not None and (not isinstance(labels, torch.Tensor) or labels.dim() != 3 or len(labels) != batch):
+        shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise ValueError(f"labels must have shape (batch, height, width) with batch {batch}, got {shape}")
+    if not torch.compiler.is_compiling() and not bool(torch.isfinite(pixel_values).all()):
+        raise ValueError("pixel_values holds NaN or infinite values: check the images")
 
 
 def resize_position_embeddings(table: torch.Tensor, height: int, width: int) -> torch.Tensor:

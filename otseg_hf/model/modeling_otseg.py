@@ -295,6 +295,12 @@ class OTSegForSemanticSegmentation(OTSegPreTrainedModel):
                 f"input_ids must have shape (num_classes * {num_prompts}, sequence_length) ordered class-major, "
                 f"got {tuple(input_ids.shape)}"
             )
+        positions = self.config.clip_config.text_config.max_position_embeddings
+        if input_ids.shape[1] > positions:
+            raise ValueError(
+                f"the prompts are {input_ids.shape[1]} tokens long, more than the text encoder's {positions} "
+                "positions: shorten the class names"
+            )
         features = self.clip.get_text_features(
             input_ids=input_ids, attention_mask=attention_mask
         ).pooler_output
@@ -330,6 +336,14 @@ class OTSegForSemanticSegmentation(OTSegPreTrainedModel):
         chunks = []
         for start in range(0, len(prompts), batch_size):
             tokens = tokenizer(prompts[start : start + batch_size], padding=True, return_tensors="pt")
+            positions = self.config.clip_config.text_config.max_position_embeddings
+            if tokens["input_ids"].shape[1] > positions:
+                lengths = tokens["attention_mask"].sum(-1).tolist()
+                too_long = [p for p, n in zip(prompts[start : start + batch_size], lengths) if n > positions]
+                raise ValueError(
+                    f"class name prompts longer than the text encoder's {positions} tokens: {too_long[:3]}; "
+                    "shorten the class names"
+                )
             features = self.clip.get_text_features(
                 input_ids=tokens["input_ids"].to(device),
                 attention_mask=None
@@ -382,7 +396,7 @@ class OTSegForSemanticSegmentation(OTSegPreTrainedModel):
             raise TypeError(f"unexpected arguments: {sorted(kwargs)}")
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         config = self.config
-        check_pixel_values(pixel_values, config.clip_config.vision_config)
+        check_pixel_values(pixel_values, config.clip_config.vision_config, labels)
 
         # 1. text: (K, N, D) prompt embeddings of the call's vocabulary
         own_vocabulary = text_embeds is None and input_ids is None

@@ -344,7 +344,7 @@ class ZegOTForSemanticSegmentation(ZegOTPreTrainedModel):
             raise TypeError(f"unexpected arguments: {sorted(kwargs)}")
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         config = self.config
-        check_pixel_values(pixel_values, config.clip_config.vision_config)
+        check_pixel_values(pixel_values, config.clip_config.vision_config, labels)
         if text_embeds is not None and input_ids is not None:
             raise ValueError("give either text_embeds or input_ids, not both")
         if text_embeds is not None:

@@ -18,8 +18,10 @@ Loading a saved folder (`save_pipeline_folder`, `otseg_hf.hub.folders.save_otseg
 
 from __future__ import annotations
 
+import json
 import os
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -106,12 +108,14 @@ class OTSegImageSegmentationPipeline(Pipeline):
         if inputs is None:
             raise ValueError("give an image or a list of images to segment")
         _check_batch_size(kwargs.get("batch_size"))
+        if isinstance(inputs, (list, tuple)) and not inputs:
+            return []  # one result per image
         return super().__call__(inputs, **kwargs)
 
     # -- steps ------------------------------------------------------------------------------------------
     def preprocess(self, image, timeout=None):
         if isinstance(image, str):  # files are opened as they are (16-bit, palette...); URLs via transformers
-            image = PIL.Image.open(image) if os.path.isfile(image) else load_image(image, timeout=timeout)
+            image = _open_image(image, timeout)
         rgb = self.image_processor.to_rgb(image)  # upright (EXIF), RGB, (H, W, 3)
         inputs = self.image_processor(images=rgb, do_pad=False, return_tensors="pt")
         return {"pixel_values": inputs["pixel_values"], "target_size": rgb.shape[:2]}
@@ -259,6 +263,21 @@ class OTSegZeroShotImageSegmentationPipeline(OTSegImageSegmentationPipeline):
         return torch.stack(rows)
 
 
+def _open_image(source: str, timeout=None):
+    """A local file (opened as it is), or a URL / base64 string through transformers' `load_image`; a missing or
+    unreadable file is a `FileNotFoundError` / `ValueError` naming it."""
+    if os.path.isfile(source):
+        try:
+            image = PIL.Image.open(source)
+            image.load()
+        except (OSError, SyntaxError) as error:  # PIL.UnidentifiedImageError is an OSError
+            raise ValueError(f"{source} is not a readable image: {error}") from None
+        return image
+    if not source.startswith(("http://", "https://", "data:")) and (os.sep in source or "." in source[-6:]):
+        raise FileNotFoundError(f"no such image file: {source}")
+    return load_image(source, timeout=timeout)
+
+
 def _check_batch_size(batch_size) -> None:
     if batch_size not in (None, 1):
         raise ValueError(
@@ -295,6 +314,12 @@ def save_pipeline_folder(
     if tokenizer is not None:
         templates = model.config.tokenizer_templates
         OTSegProcessor(image_processor, tokenizer, prompt_templates=templates).save_pretrained(save_directory)
+        # one copy of the image processor: transformers nests another in processor_config.json and reads that one
+        # first, so an edited preprocessor_config.json would be ignored
+        processor_file = Path(save_directory) / "processor_config.json"
+        processor_config = json.loads(processor_file.read_text())
+        if processor_config.pop("image_processor", None) is not None:
+            processor_file.write_text(json.dumps(processor_config, indent=2, sort_keys=True) + "\n")
 
 
 __all__ = [

@@ -12,6 +12,7 @@ remote code.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -82,13 +83,19 @@ def sliding_window_inference(
         [`OTSegSlidingWindowOutput`] with `probabilities` (batch_size, K, height, width), float32.
     """
     config = model.config
-    window_size = int(window_size or config.inference_window_size)
-    stride = int(stride or config.inference_window_stride)
+    window_size = config.inference_window_size if window_size is None else window_size
+    stride = config.inference_window_stride if stride is None else stride
+    check_window(window_size, stride, window_batch_size)
+    window_size, stride = int(window_size), int(stride)
     patch = config.clip_config.vision_config.patch_size
-    if window_batch_size < 1:
-        raise ValueError(f"window_batch_size must be positive, got {window_batch_size}")
     if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 4:
         raise ValueError("pixel_values must be a (batch, channels, height, width) tensor")
+    if pixel_values.shape[0] == 0 or pixel_values.shape[-1] == 0 or pixel_values.shape[-2] == 0:
+        raise ValueError(f"pixel_values is empty: shape {tuple(pixel_values.shape)}")
+    if not pixel_values.is_floating_point():
+        raise ValueError(f"pixel_values must be a float tensor (normalised images), got {pixel_values.dtype}")
+    if not torch.isfinite(pixel_values).all():
+        raise ValueError("pixel_values holds NaN or infinite values: check the images")
     if text_embeds is not None and input_ids is not None:
         raise ValueError("give either text_embeds or input_ids, not both")
     if input_ids is not None:
@@ -118,7 +125,30 @@ def sliding_window_inference(
     counts = torch.zeros(height, width, device=device)
     for y1, y2, x1, x2 in boxes:
         counts[y1:y2, x1:x2] += 1
-    return OTSegSlidingWindowOutput(probabilities=sums / counts)
+    probabilities = sums / counts
+    if not torch.isfinite(probabilities).all():
+        raise ValueError(
+            "the model gave NaN or infinite probabilities: its weights or the text embeddings hold non-finite "
+            "values (check the model folder)"
+        )
+    return OTSegSlidingWindowOutput(probabilities=probabilities)
 
 
-__all__ = ["OTSegSlidingWindowOutput", "sliding_window_inference", "window_boxes"]
+def check_window(window_size, stride, window_batch_size=1) -> None:
+    """`ValueError` unless the window, stride and window batch are positive integers and the stride is at most
+    the window: a larger stride leaves pixels between windows that no window covers."""
+    values = {"window_size": window_size, "stride": stride, "window_batch_size": window_batch_size}
+    for name, value in values.items():
+        try:
+            if isinstance(value, bool) or operator.index(value) < 1:
+                raise TypeError
+        except TypeError:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
+    if stride > window_size:
+        raise ValueError(
+            f"stride {stride} is larger than window_size {window_size}: pixels between windows would get no "
+            "prediction; use a stride of at most the window size"
+        )
+
+
+__all__ = ["OTSegSlidingWindowOutput", "check_window", "sliding_window_inference", "window_boxes"]
