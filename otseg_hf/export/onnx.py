@@ -41,6 +41,8 @@ def example_inputs(model: nn.Module, batch: int = 1, num_classes: int | None = N
     text = model.class_text_embeds.detach()
     if num_classes is not None:
         text = text[:num_classes]
+    if text.shape[1] < 2:  # torch.export would fix a size-1 dimension
+        text = text.expand(-1, 2, -1)
     pixel_values = torch.randn(batch, config.clip_config.vision_config.num_channels, size, size, generator=torch.Generator().manual_seed(0))
     return pixel_values.to(param.device, param.dtype), text.to(param.device, param.dtype)
 
@@ -50,7 +52,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int | None = N
 
     Inputs: `pixel_values` (batch, 3, height, width), float; `text_embeds` (classes, prompts, projection_dim),
     L2-normalised prompt embeddings (`model.get_text_embeddings(...)`, or `model.class_text_embeds`). Output:
-    `logits` (batch, classes, height / patch, width / patch). The batch and class counts are dynamic; the image
+    `logits` (batch, classes, height / patch, width / patch). The batch, class and prompt (>= 2) counts are
+    dynamic; the image
     size is the one of `model.config.clip_config.vision_config.image_size` (the sliding-window size).
 
     Raises ImportError (naming the extra) when onnx or onnxscript is missing; the file is written atomically.
@@ -70,7 +73,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int | None = N
     try:
         inputs = example_inputs(model, batch=2)  # not 1: torch.export would fix a size-1 dimension
         batch, classes = torch.export.Dim("batch", max=64), torch.export.Dim("classes", max=4096)
-        dynamic = {"pixel_values": {0: batch}, "text_embeds": {0: classes}}
+        prompts = torch.export.Dim("prompts", min=2, max=64)
+        dynamic = {"pixel_values": {0: batch}, "text_embeds": {0: classes, 1: prompts}}
         with torch.no_grad():
             program = torch.onnx.export(
                 _LogitsOnly(model).eval(),
