@@ -163,6 +163,10 @@ def _iterate_compiled(cost, log_mu, log_nu, epsilon, max_iter, tol, groups=None)
 
     num_groups = 1 if groups is None else groups
 
+    def select(group_mask, a, b):  # per group: a where group_mask, else b; (B, L) potentials, (groups,) mask
+        grouped = (num_groups, -1, a.shape[-1])
+        return torch.where(group_mask.view(-1, 1, 1), a.view(grouped), b.view(grouped)).view(a.shape)
+
     def cond(it, u, v, final_u, final_v, done, group_iters):
         return (it < max_iter) & ~done.all()
 
@@ -170,13 +174,12 @@ def _iterate_compiled(cost, log_mu, log_nu, epsilon, max_iter, tol, groups=None)
         u_new = _update_u(u, v, cost, log_mu, epsilon)
         v_new = v + epsilon * (log_nu - torch.logsumexp(_kernel(u_new, v, cost, epsilon), dim=1))
         newly = ~done & (_errors(u_new, u, groups).view(num_groups) < tol)  # (groups,)
-        per_problem = newly.repeat_interleave(batch // num_groups).unsqueeze(1)  # (B, 1)
         return (
             it + 1,
             u_new,
             v_new,
-            torch.where(per_problem, u_new, final_u),
-            torch.where(per_problem, v_new, final_v),
+            select(newly, u_new, final_u),
+            select(newly, v_new, final_v),
             done | newly,
             torch.where(newly, it + 1, group_iters),
         )
@@ -191,9 +194,8 @@ def _iterate_compiled(cost, log_mu, log_nu, epsilon, max_iter, tol, groups=None)
         torch.zeros(num_groups, dtype=torch.long, device=cost.device),
     )
     it, u, v, final_u, final_v, done, group_iters = while_loop(cond, body, state)
-    per_problem = done.repeat_interleave(batch // num_groups).unsqueeze(1)
     n_iter = torch.where(done, group_iters, it).amax()
-    return torch.where(per_problem, final_u, u), torch.where(per_problem, final_v, v), n_iter
+    return select(done, final_u, u), select(done, final_v, v), n_iter
 
 
 class _SinkhornRecompute(torch.autograd.Function):
@@ -346,9 +348,15 @@ def log_sinkhorn(
         raise ValueError(f"grad_mode must be one of {GRAD_MODES}, got {grad_mode!r}")
     if tol != tol:
         raise ValueError(f"tol must be a number (<= 0 for a fixed iteration count), got {tol}")
-    if stop_groups is not None and (
-        isinstance(stop_groups, bool) or not isinstance(stop_groups, int) or stop_groups < 1
-        or cost.shape[0] % stop_groups
+    if (
+        stop_groups is not None
+        and not isinstance(stop_groups, torch.SymInt)  # a traced batch size (torch.export, dynamic shapes)
+        and (
+            isinstance(stop_groups, bool)
+            or not isinstance(stop_groups, int)
+            or stop_groups < 1
+            or cost.shape[0] % stop_groups
+        )
     ):
         raise ValueError(
             f"stop_groups must be a positive integer dividing the batch of {cost.shape[0]} problems "
