@@ -209,17 +209,19 @@ def mask_loss(
     max_chunk_elements: int = 2**24,
 ) -> torch.Tensor:
     """`mask_loss_reference`, computed in class chunks of at most `max_chunk_elements` pixels (and at most
-    `_CACHE_CHUNK_ELEMENTS` per intra-op thread, so that a chunk's maps stay in the CPU's caches)."""
+    `_CACHE_CHUNK_ELEMENTS`, so that a chunk's few live maps stay in the CPU's last-level cache)."""
     batch, num_classes = logits.shape[:2]
     pixels = labels.shape[-2] * labels.shape[-1]
-    elements = min(max_chunk_elements, _CACHE_CHUNK_ELEMENTS * torch.get_num_threads())
+    elements = min(max_chunk_elements, _CACHE_CHUNK_ELEMENTS)
     chunk = max(1, min(num_classes, elements // max(1, batch * pixels)))
     num_masks = torch.as_tensor(num_masks, dtype=_compute_dtype(logits), device=logits.device)
     return _ChunkedMaskLoss.apply(logits, labels, num_masks, focal_weight, dice_weight, alpha, gamma, chunk)
 
 
-# values per map and thread; on a 2-core EPYC with 1 thread the loss of 2 x 156 x 512 x 512 values took 2.7 s in
-# chunks of 1M values and 5.3 s in chunks of 4M (the same numbers)
+# values per map of a chunk; on a 2-core EPYC with 1 thread the loss of 2 x 156 x 512 x 512 values took 2.7 s in
+# chunks of 1M values and 5.3 s in chunks of 4M (the same numbers). With 2 threads on an oversubscribed CPU the
+# many short parallel regions of small chunks cost more than the cache saves (9.8 s at 4M, 20 s at 1M): there,
+# one thread is fastest.
 _CACHE_CHUNK_ELEMENTS = 2**20
 
 
