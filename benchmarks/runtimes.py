@@ -101,7 +101,7 @@ def main(argv=None) -> dict:
 
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
-            path = export_onnx(model, Path(tmp) / "model.onnx")
+            path = export_onnx(model, Path(tmp) / "model.onnx", batch_size=args.batch)
             options = onnxruntime.SessionOptions()
             if args.threads:
                 options.intra_op_num_threads = args.threads

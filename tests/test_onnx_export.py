@@ -1,6 +1,6 @@
 """ONNX export of the inference path (otseg_hf.export.onnx, `otseg-export --onnx`): onnxruntime's logits agree
-with PyTorch's (within 1e-4, the same argmax) on the shipped world model and on a tiny ZegOT, for other batch
-sizes and vocabularies than the one traced. Exporting takes about a minute per model on a 2-core CPU."""
+with PyTorch's (within 1e-4, the same argmax) on the shipped world model and on a tiny ZegOT, for the exported
+batch size and other vocabularies than the one traced. Exporting takes about a minute per model on a 2-core CPU."""
 
 from __future__ import annotations
 
@@ -38,13 +38,13 @@ def agree(model, path, batch, text_embeds, seed=0):
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     model = OTSegForSemanticSegmentation.from_pretrained(WORLD).eval()
-    return model, export_onnx(model, tmp_path_factory.mktemp("onnx") / "world-otseg.onnx")
+    return model, export_onnx(model, tmp_path_factory.mktemp("onnx") / "world-otseg.onnx", batch_size=3)
 
 
-@pytest.mark.parametrize("batch", [1, 3])
-def test_world_model_logits_and_argmax_agree(world, batch):
+@pytest.mark.parametrize("seed", [0, 1])
+def test_world_model_logits_and_argmax_agree(world, seed):
     model, path = world
-    difference, same = agree(model, path, batch, model.class_text_embeds.detach())
+    difference, same = agree(model, path, 3, model.class_text_embeds.detach(), seed=seed)
     assert difference < 1e-4 and same == 1.0
 
 
@@ -53,7 +53,7 @@ def test_world_model_takes_another_vocabulary(world):
     model, path = world
     text = model.class_text_embeds.detach()
     other = torch.nn.functional.normalize(text[:7] + 0.3 * torch.randn(text[:7].shape), dim=-1)
-    difference, same = agree(model, path, 2, other, seed=1)
+    difference, same = agree(model, path, 3, other, seed=2)
     assert difference < 1e-4 and same == 1.0
 
 
@@ -63,7 +63,7 @@ def test_zegot_logits_and_argmax_agree(tiny_clip_dir, tmp_path):
         tiny_clip_dir, CLASS_NAMES, seen_label_ids=[0, 1, 2], image_size=32, **TINY_OVERRIDES
     ).eval()
     path = export_onnx(model, tmp_path / "zegot.onnx")
-    difference, same = agree(model, path, 2, model.class_text_embeds.detach())
+    difference, same = agree(model, path, 1, model.class_text_embeds.detach())
     assert difference < 1e-4 and same == 1.0
 
 
@@ -71,7 +71,7 @@ def test_cli_writes_model_onnx_beside_the_folder(make_model, tiny_clip_dir, tmp_
     model = make_model()
     model.save_pretrained(tmp_path / "saved")
     export_cli.main([str(tmp_path / "saved"), str(tmp_path / "out"), "--tokenizer", str(tiny_clip_dir), "--onnx"])
-    difference, same = agree(model, tmp_path / "out" / "model.onnx", 2, model.class_text_embeds.detach())
+    difference, same = agree(model, tmp_path / "out" / "model.onnx", 1, model.class_text_embeds.detach())
     assert difference < 1e-4 and same == 1.0
 
 

@@ -41,19 +41,24 @@ def example_inputs(model: nn.Module, batch: int = 1, num_classes: int | None = N
     text = model.class_text_embeds.detach()
     if num_classes is not None:
         text = text[:num_classes]
+    if text.shape[0] < 2:  # torch.export would fix a size-1 dimension
+        text = text.expand(2, -1, -1)
     if text.shape[1] < 2:  # torch.export would fix a size-1 dimension
         text = text.expand(-1, 2, -1)
     pixel_values = torch.randn(batch, config.clip_config.vision_config.num_channels, size, size, generator=torch.Generator().manual_seed(0))
     return pixel_values.to(param.device, param.dtype), text.to(param.device, param.dtype)
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int | None = None) -> Path:
+def export_onnx(
+    model: nn.Module, path: str | os.PathLike, batch_size: int = 1, opset: int | None = None
+) -> Path:
     """Write the ONNX graph of `model`'s inference path (eval mode, logits at feature resolution) to `path`.
 
     Inputs: `pixel_values` (batch, 3, height, width), float; `text_embeds` (classes, prompts, projection_dim),
     L2-normalised prompt embeddings (`model.get_text_embeddings(...)`, or `model.class_text_embeds`). Output:
-    `logits` (batch, classes, height / patch, width / patch). The batch, class and prompt (>= 2) counts are
-    dynamic; the image
+    `logits` (batch, classes, height / patch, width / patch). The class and prompt (>= 2) counts are dynamic;
+    the batch is `batch_size` (fixed: with per-image Sinkhorn stopping the traced program specialises the number
+    of stopping groups, the batch, so a dynamic batch dimension is refused by torch.export); the image
     size is the one of `model.config.clip_config.vision_config.image_size` (the sliding-window size).
 
     Raises ImportError (naming the extra) when onnx or onnxscript is missing; the file is written atomically.
@@ -66,15 +71,17 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int | None = N
     path = Path(path)
     if path.suffix != ".onnx":
         raise ValueError(f"the ONNX file name must end in .onnx, got {str(path)!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if not path.parent.is_dir():
         raise ValueError(f"the folder {str(path.parent)!r} does not exist")
     was_training = model.training
     model.eval()
     try:
-        inputs = example_inputs(model, batch=2)  # not 1: torch.export would fix a size-1 dimension
-        batch, classes = torch.export.Dim("batch", max=64), torch.export.Dim("classes", max=4096)
+        inputs = example_inputs(model, batch=batch_size)
+        classes = torch.export.Dim("classes", min=2, max=4096)
         prompts = torch.export.Dim("prompts", min=2, max=64)
-        dynamic = {"pixel_values": {0: batch}, "text_embeds": {0: classes, 1: prompts}}
+        dynamic = {"pixel_values": None, "text_embeds": {0: classes, 1: prompts}}
         with torch.no_grad():
             program = torch.onnx.export(
                 _LogitsOnly(model).eval(),
