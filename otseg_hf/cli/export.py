@@ -1,7 +1,11 @@
 """`otseg-export`: a Hub-ready folder (code, processor, tokenizer, model card) from a saved OTSeg or ZegOT model.
 
     otseg-export MODEL_DIR OUT_DIR [--eval-results results.json] [--push-to-hub user/repo] [--space SPACE_DIR]
+                 [--onnx]
     (or: python -m otseg_hf.cli.export ...)
+
+With --onnx the folder also gets `model.onnx`: the inference path (pixel values and class text embeddings in,
+logits out; see otseg_hf.export.onnx), which needs the onnx extra (pip install "otseg-hf[onnx]").
 
 The evaluation results are read from --eval-results, else from MODEL_DIR/eval_results.json (what training/train.py
 writes) when it exists; both the format training and evaluation write (fractions under `mean_iou`,
@@ -64,6 +68,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="SPACE_DIR",
         help="also write a Gradio Space folder (app.py, requirements.txt, README.md) that serves OUT_DIR's model",
     )
+    parser.add_argument(
+        "--onnx",
+        action="store_true",
+        help="also write OUT_DIR/model.onnx: pixel values and text embeddings in, logits out (needs the onnx extra)",
+    )
     add_debug_argument(parser)
     return parser.parse_args(argv)
 
@@ -121,6 +130,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     source = model_source(args.model, "MODEL")
     if args.space is not None and args.space.exists():
         raise ValueError(f"--space {args.space} exists already; give a new folder")
+    if args.onnx:  # checked before anything is loaded or written
+        try:
+            import onnx  # noqa: F401
+            import onnxscript  # noqa: F401
+        except ImportError as error:
+            raise ValueError('--onnx needs the onnx extra: pip install "otseg-hf[onnx]"') from error
     card_data = existing_card_data(args.model)
     eval_results = read_eval_results(args, card_data)  # errors before anything is loaded or written
     model = AutoModelForSemanticSegmentation.from_pretrained(source)  # classes registered by otseg_hf
@@ -151,6 +166,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         base_model=args.base_model or card_data.get("base_model"),
     )
     print(f"wrote {folder}")
+    if args.onnx:
+        from ..export.onnx import export_onnx
+
+        print(f"wrote {export_onnx(model, Path(folder) / 'model.onnx')}")
     if args.space:
         from ..hub.space import write_space_folder
 

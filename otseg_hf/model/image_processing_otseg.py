@@ -270,9 +270,16 @@ class OTSegImageProcessor(PilBackend):
         seen_class_penalty: float = 0.1,
         return_segmentation_scores: bool = False,
         threshold: float = 0.0,
+        return_winning_scores: bool = False,
+        max_chunk_elements: int = 2**24,
     ) -> list[torch.Tensor] | list[SemanticSegmentationPostProcessorOutput]:
         """OTSeg+ label maps (spec section 7): probabilities p = sigmoid of the ensemble logits, minus
         `seen_class_penalty` for the channels in `seen_label_ids`, argmax over classes.
+
+        The classes are resized and compared in chunks of at most `max_chunk_elements` target pixels (a running
+        maximum, the first class winning ties as in `argmax`), so the memory does not grow with classes x target
+        area unless `return_segmentation_scores` asks for all the maps; the label maps are the ones of resizing
+        all classes at once (`max_chunk_elements` >= classes x target area), to the bit.
 
         Args:
             outputs: the model's output (`logits` (B, K, h, w) at feature resolution: upsampled bilinearly to each
@@ -283,14 +290,19 @@ class OTSegImageProcessor(PilBackend):
                 `model.config.seen_label_ids` for an inductive model on its own vocabulary; `None` (no penalty)
                 for transductive and fully supervised models.
             seen_class_penalty: subtracted from the probabilities of the seen channels (`config.seen_class_penalty`).
-            return_segmentation_scores: also return the probabilities (without penalty) at the target size.
+            return_segmentation_scores: also return the probabilities (without penalty) at the target size,
+                (K, height, width) per image.
             threshold: pixels whose highest class probability (before the penalty) is below it stay unlabelled:
                 `UNLABELLED` (-1) in the label map, in no class. `0` (default) labels every pixel, as the reference
                 does; a model trained without a background class can leave the background out this way.
+            return_winning_scores: also return `winning_scores` (height, width): the probability (without penalty)
+                of the winning class at each pixel, i.e. `segmentation_scores.gather(0, segmentation[None])[0]`
+                without holding every class's map.
+            max_chunk_elements: at most this many target pixels (classes x height x width) resized at once.
 
         Returns:
             One (height, width) int64 label map per image, or [`SemanticSegmentationPostProcessorOutput`]s with
-            `segmentation` and `segmentation_scores` (K, height, width) when `return_segmentation_scores`.
+            `segmentation` and, as asked, `segmentation_scores` and `winning_scores`.
         """
         if not 0.0 <= float(threshold) <= 1.0:
             raise ValueError(f"threshold must be a probability in [0, 1] (0 = off), got {threshold}")
@@ -322,28 +334,61 @@ class OTSegImageProcessor(PilBackend):
         bad = [i for i in seen if not 0 <= i < num_classes]
         if bad:
             raise ValueError(f"seen_label_ids {bad} are out of range for {num_classes} output channels")
+        if isinstance(max_chunk_elements, bool) or not isinstance(max_chunk_elements, int) or max_chunk_elements < 1:
+            raise ValueError(f"max_chunk_elements must be a positive int, got {max_chunk_elements!r}")
+        penalty = torch.zeros(num_classes)
+        if seen and seen_class_penalty:
+            penalty[seen] = 1.0
 
         results = []
         for index in range(batch):
-            item = scores[index : index + 1].float()
-            if target_sizes is not None:
-                target = tuple(int(s) for s in target_sizes[index])
+            target = tuple(scores.shape[-2:]) if target_sizes is None else tuple(int(s) for s in target_sizes[index])
+            chunk = num_classes if return_segmentation_scores else max(1, max_chunk_elements // math.prod(target))
+            best = segmentation = winning = highest = None
+            all_probs = []
+            for start in range(0, num_classes, chunk):
+                # each class map resized as an image of its own and each sigmoid taken map by map: the numbers
+                # then do not depend on the chunk (a (1, K, h, w) resize or a (K, H, W) sigmoid can round a
+                # value differently with K), so the chunked label maps are the one-chunk ones to the bit
+                item = scores[index, start : start + chunk, None].float()  # (c, 1, h, w)
                 if target != tuple(item.shape[-2:]):
                     item = F.interpolate(item, size=target, mode="bilinear", align_corners=False)
-            probs = item[0].sigmoid() if logits is not None else item[0]  # (K, height, width)
-            calibrated = probs
-            if seen and seen_class_penalty:
-                calibrated = probs.clone()
-                calibrated[seen] -= seen_class_penalty
-            segmentation = calibrated.argmax(dim=0)
+                item = item[:, 0]  # (c, height, width)
+                probs = item
+                if logits is not None:
+                    probs = torch.empty_like(item)
+                    for plane, out in zip(item, probs):
+                        torch.sigmoid(plane, out=out)
+                calibrated = probs
+                seen_here = penalty[start : start + chunk].nonzero()[:, 0].tolist()
+                if seen_here:
+                    calibrated = probs.clone()
+                    calibrated[seen_here] -= seen_class_penalty
+                chunk_best, chunk_arg = calibrated.max(dim=0)  # the first maximum, as argmax
+                if threshold > 0:
+                    chunk_highest = probs.amax(dim=0)
+                    highest = chunk_highest if highest is None else torch.maximum(highest, chunk_highest)
+                if best is None:
+                    best, segmentation = chunk_best, chunk_arg
+                    winning = probs.gather(0, chunk_arg[None])[0] if return_winning_scores else None
+                else:
+                    better = chunk_best > best  # strictly: an earlier class keeps a tie
+                    best = torch.where(better, chunk_best, best)
+                    segmentation = torch.where(better, chunk_arg + start, segmentation)
+                    if return_winning_scores:
+                        winning = torch.where(better, probs.gather(0, chunk_arg[None])[0], winning)
+                if return_segmentation_scores:
+                    all_probs.append(probs)
+                del item, probs, calibrated
             if threshold > 0:
-                segmentation[probs.amax(dim=0) < threshold] = UNLABELLED
+                segmentation[highest < threshold] = UNLABELLED
+            data = {"segmentation": segmentation}
             if return_segmentation_scores:
-                results.append(
-                    SemanticSegmentationPostProcessorOutput(
-                        data={"segmentation": segmentation, "segmentation_scores": probs}
-                    )
-                )
+                data["segmentation_scores"] = torch.cat(all_probs) if len(all_probs) > 1 else all_probs[0]
+            if return_winning_scores:
+                data["winning_scores"] = winning
+            if return_segmentation_scores or return_winning_scores:
+                results.append(SemanticSegmentationPostProcessorOutput(data=data))
             else:
                 results.append(segmentation)
         return results

@@ -224,6 +224,9 @@ class ZeroShotSegmentationPreTrainedModel(PreTrainedModel):
         offloaded = any(p.device.type == "meta" for p in model.parameters())  # device_map / offloading hooks
         if isinstance(dtype, torch.dtype) and not offloaded and any(p.dtype != dtype for p in model.parameters()):
             model.to(dtype)  # the nested clip_config may pin float32: one dtype for the whole model, as asked
+            clip_config = model.config.clip_config  # and the configs say so (CLIP's text/vision ones kept float32)
+            for config in (model.config, clip_config, clip_config.text_config, clip_config.vision_config):
+                config.dtype = dtype
         missing = sorted(k for k in info.get("missing_keys", ()) if not k.endswith("position_ids"))
         if missing:
             raise ValueError(

@@ -142,15 +142,15 @@ class OTSegImageSegmentationPipeline(Pipeline):
             target_sizes=[model_outputs["target_size"]],
             seen_label_ids=penalised_label_ids(self.model.config, labels),
             seen_class_penalty=self.model.config.seen_class_penalty,
-            return_segmentation_scores=True,
+            return_winning_scores=True,  # not every class's map at the image's size
             threshold=threshold,
         )[0]
         segmentation = result["segmentation"].numpy()
-        scores = result["segmentation_scores"]
+        winning = result["winning_scores"]  # (H, W): the probability of each pixel's class
         annotation = []
         for index in np.unique(segmentation[segmentation >= 0]):  # unlabelled pixels (-1) are in no mask
             mask = segmentation == index
-            score = float(scores[index][torch.from_numpy(mask)].mean())
+            score = float(winning[torch.from_numpy(mask)].mean())
             image = PIL.Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
             annotation.append({"score": score, "label": labels[index], "mask": image})
         return annotation

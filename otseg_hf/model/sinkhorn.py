@@ -11,15 +11,18 @@ with the log-domain Sinkhorn iterations of the OTSeg reference (spec section 6):
     T  = exp((u_m + v_n - C_mn) / eps)
 
 starting from u = v = 0, for at most `max_iter` iterations, stopping after the first iteration
-whose mean |u - u_prev| (mean over the whole batch) is below `tol`. With `stop_groups=G` the batch is G
-groups of B / G consecutive problems (for the models: the K class problems of one image) and each group
-stops on its own mean error, so a group's plans do not depend on the other groups in the batch (the
-reference segments one image at a time at inference).
+whose mean |u - u_prev| (mean over the whole batch) is below `tol`. With `stop_groups=G` the batch
+is G equal groups (at inference: the K problems of one image) and each group stops on its own mean
+error, so a group's plan does not depend on the other groups in the batch. `tol <= 0` runs exactly
+`max_iter` iterations and makes no convergence test at all.
 
-The reference reads the error back to the host after every iteration. Here the errors stay on
-the device and are read once every `check_every` iterations; the potentials of every iteration
-in that window are kept (they are small: (B, M) and (B, N)), so the result is the one of the
-first converged iteration exactly as if it had been checked every time.
+The reference reads the error back to the host after every iteration. Here, eagerly, the errors
+stay on the device and are read once every `check_every` iterations; the potentials of every
+iteration in that window are kept (they are small: (B, M) and (B, N)), so the result is the one of
+the first converged iteration exactly as if it had been checked every time. Under `torch.compile`
+(and `torch.export`) the loop is a `while_loop` whose condition is the same stopping rule, so the
+graph holds one iteration whatever `max_iter` is; with `tol <= 0` it is a plain unrolled loop with
+no host synchronisation (compile time grows with `max_iter`).
 
 References:
     Cuturi, "Sinkhorn Distances: Lightspeed Computation of Optimal Transport", NeurIPS 2013.
@@ -75,77 +78,124 @@ def _update_u(u, v, cost, log_mu, epsilon):
     return u + epsilon * (log_mu - torch.logsumexp(_kernel(u, v, cost, epsilon), dim=2))
 
 
-def _iterate_groups(cost, log_mu, log_nu, epsilon, max_iter, tol, check_every, stop_groups):
-    """`_iterate` where each of `stop_groups` groups of consecutive problems stops at its own first iteration
-    whose mean |u - u_prev| over the group is below `tol` (all groups iterate until the last one stops; the
-    problems are independent, so a converged group's later iterates are computed but never returned)."""
-    batch, m, n = cost.shape
-    size = batch // stop_groups
-    u, v = cost.new_zeros(batch, m), cost.new_zeros(batch, n)
-    done_u: list[torch.Tensor | None] = [None] * stop_groups  # (size, M) potentials of each stopped group
-    done_v: list[torch.Tensor | None] = [None] * stop_groups
-    done_iter = [max_iter] * stop_groups
-    window: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (u, v, err (G,)) per iteration
-    for it in range(1, max_iter + 1):
-        u_prev = u
-        u = _update_u(u, v, cost, log_mu, epsilon)
-        v = v + epsilon * (log_nu - torch.logsumexp(_kernel(u, v, cost, epsilon), dim=1))
-        change = (u - u_prev).abs()
-        # each group's error is the mean of its own slice, the reduction a batch of that group alone makes
-        window.append((u, v, torch.stack([change[g * size : (g + 1) * size].mean() for g in range(stop_groups)])))
-        if it % check_every == 0 or it == max_iter:
-            converged = torch.stack([err.detach() for _, _, err in window]) < tol  # (window, G)
-            converged[-1] |= it == max_iter
-            start = it - len(window) + 1
-            for g in range(stop_groups):
-                hits = converged[:, g].nonzero()
-                if done_u[g] is None and hits.numel() > 0:
-                    first = int(hits[0, 0])
-                    wu, wv, _ = window[first]
-                    rows = slice(g * size, (g + 1) * size)
-                    done_u[g], done_v[g], done_iter[g] = wu[rows], wv[rows], start + first
-            window.clear()
-            if all(done is not None for done in done_u):
-                break
-    return torch.cat(done_u), torch.cat(done_v), max(done_iter)
+def _errors(u: torch.Tensor, u_prev: torch.Tensor, groups: int | None) -> torch.Tensor:
+    """The stopping statistic of one iteration: mean |u - u_prev| over the batch (a scalar), or over each of
+    `groups` equal groups of problems, (groups,)."""
+    diff = (u - u_prev).abs()
+    if groups is None:
+        return diff.mean()
+    if torch.compiler.is_compiling():
+        return diff.view(groups, -1).mean(1)
+    # eagerly, each group's mean is the reduction a batch of that group alone makes (the same numbers)
+    size = diff.shape[0] // groups
+    return torch.stack([diff[g * size : (g + 1) * size].mean() for g in range(groups)])
 
 
-def _iterate(cost, log_mu, log_nu, epsilon, max_iter, tol, check_every, history=None, keep_every=1):
-    """Run the iterations; return the potentials of the first converged iteration and its number.
+def _iterate(cost, log_mu, log_nu, epsilon, max_iter, tol, check_every, history=None, keep_every=1, groups=None):
+    """Run the iterations eagerly; return the potentials of the first converged iteration (of each group) and
+    the iteration numbers: `(u, v, n_iter, group_iters)`, `group_iters` a list of `groups` ints (None without
+    groups), `n_iter` the iterations run (their maximum).
 
     When `history` is a pair of lists `(us, vs)`, the source potentials of iterations 0, keep_every,
     2 keep_every, ... and the target potentials of every iteration (u_0 = v_0 = 0 first) are appended to
-    them up to the returned iteration.
+    them up to the returned iteration (the last group's).
     """
     batch, m, n = cost.shape
     u, v = cost.new_zeros(batch, m), cost.new_zeros(batch, n)
     if history is not None:
         history[0].append(u)
         history[1].append(v)
-    fixed_count = torch.jit.is_tracing() or torch.compiler.is_compiling()
+    fixed_count = tol <= 0 or torch.jit.is_tracing()  # no test: exactly max_iter iterations
+    num_groups = 1 if groups is None else groups
+    chosen: list[tuple[torch.Tensor, torch.Tensor, int] | None] = [None] * num_groups  # per group
     window: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (u, v, err) per iteration
     for it in range(1, max_iter + 1):
         u_prev = u
         u = _update_u(u, v, cost, log_mu, epsilon)
         v = v + epsilon * (log_nu - torch.logsumexp(_kernel(u, v, cost, epsilon), dim=1))
-        if fixed_count:
+        err = None if fixed_count else _errors(u, u_prev, groups)
+        window.append((u, v, err))
+        if it % check_every and it != max_iter:
             continue
-        window.append((u, v, (u - u_prev).abs().mean()))
-        if it % check_every == 0 or it == max_iter:
-            converged = torch.stack([err.detach() for _, _, err in window]) < tol
-            hits = converged.nonzero()  # the one host synchronisation of this window
-            first = int(hits[0, 0]) if hits.numel() > 0 else len(window) - 1
-            start = it - len(window) + 1  # the iteration of window[0]
-            if history is not None:
-                for t, (wu, wv, _) in enumerate(window[: first + 1], start):
-                    if t % keep_every == 0:
-                        history[0].append(wu)
-                    history[1].append(wv)
-            if hits.numel() > 0 or it == max_iter:
-                u, v, _ = window[first]
-                return u, v, start + first
-            window.clear()
-    return u, v, max_iter
+        start = it - len(window) + 1  # the iteration of window[0]
+        last = len(window) - 1  # the window's last iteration needed
+        if not fixed_count:
+            # the one host synchronisation of this window: which iterations converged, (W, groups)
+            converged = (torch.stack([e.detach() for _, _, e in window]) < tol).view(len(window), -1).cpu()
+            for g in range(num_groups):
+                hits = converged[:, g].nonzero()
+                if chosen[g] is None and (hits.numel() > 0 or it == max_iter):
+                    first = int(hits[0, 0]) if hits.numel() > 0 else last
+                    chosen[g] = (*window[first][:2], start + first)
+            if all(c is not None for c in chosen):
+                last = max(c[2] for c in chosen) - start
+        if history is not None:
+            for t, (wu, wv, _) in enumerate(window[: last + 1], start):
+                if t % keep_every == 0:
+                    history[0].append(wu)
+                history[1].append(wv)
+        if fixed_count and it == max_iter:
+            return u, v, max_iter, None if groups is None else [max_iter] * groups
+        if all(c is not None for c in chosen):
+            break
+        window.clear()
+    n_iter = max(c[2] for c in chosen)
+    if groups is None:
+        return chosen[0][0], chosen[0][1], n_iter, None
+    u = torch.stack([cu.view(groups, -1, m)[g] for g, (cu, _, _) in enumerate(chosen)]).view(batch, m)
+    v = torch.stack([cv.view(groups, -1, n)[g] for g, (_, cv, _) in enumerate(chosen)]).view(batch, n)
+    return u, v, n_iter, [c[2] for c in chosen]
+
+
+def _iterate_compiled(cost, log_mu, log_nu, epsilon, max_iter, tol, groups=None):
+    """`_iterate` for `torch.compile` and `torch.export`: the same iterations and stopping rule with no host
+    synchronisation in the graph. A `while_loop` (one traced iteration, whatever `max_iter`) carries the
+    potentials, and, per group, the potentials and the number of its first converged iteration; with
+    `tol <= 0`, a plain loop of `max_iter` iterations. Returns `(u, v, n_iter)`, `n_iter` a 0-d tensor."""
+    batch, m, n = cost.shape
+    u, v = cost.new_zeros(batch, m), cost.new_zeros(batch, n)
+    if tol <= 0:
+        for _ in range(max_iter):
+            u = _update_u(u, v, cost, log_mu, epsilon)
+            v = v + epsilon * (log_nu - torch.logsumexp(_kernel(u, v, cost, epsilon), dim=1))
+        return u, v, torch.tensor(max_iter)
+    from torch._higher_order_ops import while_loop  # private in torch 2.x; imported only where traced
+
+    num_groups = 1 if groups is None else groups
+
+    def select(group_mask, a, b):  # per group: a where group_mask, else b; (B, L) potentials, (groups,) mask
+        grouped = (num_groups, -1, a.shape[-1])
+        return torch.where(group_mask.view(-1, 1, 1), a.view(grouped), b.view(grouped)).view(a.shape)
+
+    def cond(it, u, v, final_u, final_v, done, group_iters):
+        return (it < max_iter) & ~done.all()
+
+    def body(it, u, v, final_u, final_v, done, group_iters):
+        u_new = _update_u(u, v, cost, log_mu, epsilon)
+        v_new = v + epsilon * (log_nu - torch.logsumexp(_kernel(u_new, v, cost, epsilon), dim=1))
+        newly = ~done & (_errors(u_new, u, groups).view(num_groups) < tol)  # (groups,)
+        return (
+            it + 1,
+            u_new,
+            v_new,
+            select(newly, u_new, final_u),
+            select(newly, v_new, final_v),
+            done | newly,
+            torch.where(newly, it + 1, group_iters),
+        )
+
+    state = (
+        torch.zeros((), dtype=torch.long, device=cost.device),
+        u,
+        v,
+        u.clone(),
+        v.clone(),
+        torch.zeros(num_groups, dtype=torch.bool, device=cost.device),
+        torch.zeros(num_groups, dtype=torch.long, device=cost.device),
+    )
+    it, u, v, final_u, final_v, done, group_iters = while_loop(cond, body, state)
+    n_iter = torch.where(done, group_iters, it).amax()
+    return select(done, final_u, u), select(done, final_v, v), n_iter
 
 
 class _SinkhornRecompute(torch.autograd.Function):
@@ -168,14 +218,15 @@ class _SinkhornRecompute(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, cost, log_mu, log_nu, epsilon, max_iter, tol, check_every, keep_every):
+    def forward(ctx, cost, log_mu, log_nu, epsilon, max_iter, tol, check_every, keep_every, groups):
         history: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
-        u, v, n_iter = _iterate(
-            cost, log_mu, log_nu, epsilon, max_iter, tol, check_every, history, keep_every
+        u, v, n_iter, group_iters = _iterate(
+            cost, log_mu, log_nu, epsilon, max_iter, tol, check_every, history, keep_every, groups
         )
         plan = torch.exp(_kernel(u, v, cost, epsilon))
         ctx.save_for_backward(cost, plan, log_mu)
         ctx.history, ctx.epsilon, ctx.keep_every, ctx.n_iter = history, epsilon, keep_every, n_iter
+        ctx.group_iters = group_iters
         ctx.mark_non_differentiable(u, v)
         return plan, u, v, torch.tensor(n_iter)
 
@@ -194,6 +245,18 @@ class _SinkhornRecompute(torch.autograd.Function):
         grad_u = grad_z.sum(2) / epsilon
         grad_v = grad_z.sum(1) / epsilon
         grad_cost = grad_z.div_(-epsilon)
+        inject = None
+        if ctx.group_iters is not None:
+            # group g's plan comes from its iteration n_g: its gradient enters there (zero before, going back)
+            ends = torch.tensor(ctx.group_iters, device=cost.device)
+            ends = ends.repeat_interleave(cost.shape[0] // len(ctx.group_iters)).unsqueeze(1)  # (B, 1)
+            end_grads = (grad_u, grad_v)
+
+            def inject(t, grad_u, grad_v):  # add the gradient of the problems whose plan is iteration t's
+                return torch.where(ends == t, end_grads[0], grad_u), torch.where(ends == t, end_grads[1], grad_v)
+
+            zero_u, zero_v = torch.zeros_like(grad_u), torch.zeros_like(grad_v)
+            grad_u, grad_v = inject(ctx.n_iter, zero_u, zero_v)
         for first in reversed(range(0, ctx.n_iter, keep_every)):  # segments first .. last
             last = min(first + keep_every, ctx.n_iter)
             if keep_every == 1:
@@ -211,7 +274,9 @@ class _SinkhornRecompute(torch.autograd.Function):
                 grad_cost.add_(weighted)
                 grad_v = -weighted.sum(1)
                 grad_u = torch.zeros_like(grad_u)
-        return grad_cost, None, None, None, None, None, None, None
+                if inject is not None:
+                    grad_u, grad_v = inject(t - 1, grad_u, grad_v)
+        return grad_cost, None, None, None, None, None, None, None, None
 
 
 def log_sinkhorn(
@@ -232,7 +297,9 @@ def log_sinkhorn(
         cost (`torch.Tensor` of shape (B, M, N)): cost matrices, one problem per leading index.
         epsilon (`float`): entropic regularisation, > 0.
         max_iter (`int`, defaults to 100): most iterations.
-        tol (`float`, defaults to 1e-6): stop once mean |u - u_prev| over the batch is below it.
+        tol (`float`, defaults to 1e-6): stop after the first iteration whose mean |u - u_prev| is below it
+            (mean over the batch, or over each group: `stop_groups`). `tol <= 0` runs exactly `max_iter`
+            iterations and never reads anything back to the host (the opt-in fixed iteration count).
         source_marginal (`torch.Tensor` of shape (B, M) or (M,), *optional*): row sums of the plan;
             uniform 1/M if not given.
         target_marginal (`torch.Tensor` of shape (B, N) or (N,), *optional*): column sums of the plan;
@@ -249,13 +316,20 @@ def log_sinkhorn(
             `"unrolled"` lets autograd record every iteration (memory O(iterations x B M N); needed for
             double backward and tracing). `"detach"` returns a plan without gradient.
         return_info (`bool`, defaults to False): return a `SinkhornResult` instead of the plan alone.
-        stop_groups (`int`, *optional*): the batch is this many groups of B / stop_groups consecutive
-            problems, and each group stops at the first iteration whose mean |u - u_prev| over the group is
-            below `tol`, independently of the others: a group gives, bit for bit, what it gives solved alone.
-            The models pass the number of images at inference (each image's class problems stop together, as
-            when the reference segments one image at a time); `None` (training) is the batch-wide rule. The
-            gradient of the grouped rule is autograd's through the iterations (as `"unrolled"`);
-            `n_iter` is the largest group's count.
+        stop_groups (`int`, *optional*): the batch is this many groups of B / stop_groups consecutive problems
+            (at inference: the K problems of one image), and each group stops on its own: after the first
+            iteration whose mean |u - u_prev| over the group is below `tol`, its potentials are those of that
+            iteration, whatever the other groups still run. A group's plan is then the one the group alone
+            gives alone, to the bit, so an image's result does not depend on the other images in its batch
+            (the models pass the number of images at inference, as the reference segments one image at a time). `None` (the reference's rule, used in training): one mean over the whole batch.
+            `n_iter` is then the largest group's count.
+
+    Under `torch.compile` or `torch.export` the same iterations and stopping rule run as a `while_loop`
+    (the graph holds one iteration, so compile time does not grow with `max_iter`; the loop condition is the
+    stopping test, evaluated once per iteration by the compiled program); with `tol <= 0` as a plain loop of
+    `max_iter` iterations with no data-dependent control flow at all (compile time grows with `max_iter`).
+    Gradients then flow through autograd of the traced iterations (`grad_mode` is not used, except
+    `"detach"`), and `n_iter` is a 0-d tensor.
 
     Returns:
         The plan (B, M, N), or a `SinkhornResult`. float16/bfloat16 costs are solved in float32 and
@@ -272,15 +346,21 @@ def log_sinkhorn(
         raise ValueError(f"check_every must be >= 1, got {check_every}")
     if grad_mode not in GRAD_MODES:
         raise ValueError(f"grad_mode must be one of {GRAD_MODES}, got {grad_mode!r}")
-    if stop_groups is not None and (
-        isinstance(stop_groups, bool)
-        or not isinstance(stop_groups, int)
-        or stop_groups < 1
-        or cost.shape[0] % stop_groups
+    if tol != tol:
+        raise ValueError(f"tol must be a number (<= 0 for a fixed iteration count), got {tol}")
+    if (
+        stop_groups is not None
+        and not isinstance(stop_groups, torch.SymInt)  # a traced batch size (torch.export, dynamic shapes)
+        and (
+            isinstance(stop_groups, bool)
+            or not isinstance(stop_groups, int)
+            or stop_groups < 1
+            or cost.shape[0] % stop_groups
+        )
     ):
         raise ValueError(
-            f"stop_groups must be a positive integer dividing the batch of {cost.shape[0]} problems, "
-            f"got {stop_groups!r}"
+            f"stop_groups must be a positive integer dividing the batch of {cost.shape[0]} problems "
+            f"(one group per image), got {stop_groups!r}"
         )
     if cost.dtype in (torch.float16, torch.bfloat16):
         cost = cost.float()
@@ -292,26 +372,29 @@ def log_sinkhorn(
         _check_marginal(target_marginal, batch, n, "target_marginal", cost) + _LOG_EPS
     ).detach()
 
-    tracing = torch.jit.is_tracing() or torch.compiler.is_compiling()
+    compiling = torch.compiler.is_compiling()  # also under torch.export
     if grad_mode == "detach":
         cost = cost.detach()
-    if stop_groups is not None and not tracing:
-        u, v, n_iter = _iterate_groups(cost, log_mu, log_nu, epsilon, max_iter, tol, check_every, stop_groups)
-        plan = torch.exp(_kernel(u, v, cost, epsilon))
-    elif (
-        grad_mode in ("recompute", "checkpoint")
-        and cost.requires_grad
-        and torch.is_grad_enabled()
-        and not tracing
-    ):
-        keep_every = 1 if grad_mode == "recompute" else math.isqrt(max_iter - 1) + 1  # ceil(sqrt(max_iter))
-        plan, u, v, n_iter = _SinkhornRecompute.apply(
-            cost, log_mu, log_nu, epsilon, max_iter, tol, check_every, keep_every
-        )
-        n_iter = int(n_iter)
-    else:
-        u, v, n_iter = _iterate(cost, log_mu, log_nu, epsilon, max_iter, tol, check_every)
-        plan = torch.exp(_kernel(u, v, cost, epsilon))
+    with torch.autocast(cost.device.type, enabled=False):  # float32 even under autocast
+        if compiling:
+            u, v, n_iter = _iterate_compiled(cost, log_mu, log_nu, epsilon, max_iter, tol, stop_groups)
+            plan = torch.exp(_kernel(u, v, cost, epsilon))
+        elif (
+            grad_mode in ("recompute", "checkpoint")
+            and cost.requires_grad
+            and torch.is_grad_enabled()
+            and not torch.jit.is_tracing()
+        ):
+            keep_every = 1 if grad_mode == "recompute" else math.isqrt(max_iter - 1) + 1  # ceil(sqrt(max_iter))
+            plan, u, v, n_iter = _SinkhornRecompute.apply(
+                cost, log_mu, log_nu, epsilon, max_iter, tol, check_every, keep_every, stop_groups
+            )
+            n_iter = int(n_iter)
+        else:
+            u, v, n_iter, _ = _iterate(
+                cost, log_mu, log_nu, epsilon, max_iter, tol, check_every, groups=stop_groups
+            )
+            plan = torch.exp(_kernel(u, v, cost, epsilon))
     if return_info:
         return SinkhornResult(plan, u, v, n_iter)
     return plan

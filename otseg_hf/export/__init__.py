@@ -1,0 +1,1 @@
+"""Exports of the inference path to other runtimes."""
