@@ -2,13 +2,13 @@
 
     accelerate launch training/pretrain_clip.py --output-dir runs/world-clip --seed 0
 
-The world (`otseg_hf.world.shapes.SyntheticShapes.world()`) has 20 classes "<colour> <shape>", 5 of them
+The world (`otseg_hf.synthetic.SyntheticShapes.world()`) has 20 classes "<colour> <shape>", 5 of them
 unseen by OTSeg's training. Pretraining scenes also show orange, pink and cyan shapes
 (`PRETRAINING_CLASS_NAMES`); with `--unseen captioned` (the default) they show and name the unseen
 classes like any other, as a web-trained CLIP knows classes that a segmentation set leaves out; with
 `--unseen never` no unseen class is ever drawn or named, which tests composition proper. No mask is
 used: the model learns from a scene-caption InfoNCE loss and a patch-phrase grounding loss (see
-`otseg_hf.world.clip`), on fresh scenes every step. At the end it is evaluated zero-shot among all 20
+`otseg_hf.world`), on fresh scenes every step. At the end it is evaluated zero-shot among all 20
 class names ("a photo of a {}.") on held-out scenes (seed + 1): single-object images by the image
 embedding, and the patches one object covers by the patch embeddings, seen and unseen classes apart.
 `DIR` gets the `CLIPModel` (safetensors), the tokenizer and `zero_shot_results.json`; OTSeg then
@@ -28,15 +28,9 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from transformers import CLIPModel, get_cosine_schedule_with_warmup
 
-from otseg_hf.world.clip import (
-    WorldCaptions,
-    WorldCLIPPretrainer,
-    WorldCollator,
-    world_clip_config,
-    world_clip_tokenizer,
-    zero_shot_accuracy,
-)
-from otseg_hf.world.shapes import PRETRAINING_CLASS_NAMES, WORLD_CLASS_NAMES, SyntheticShapes
+from otseg_hf.world.captions import SceneCaptions, patch_zero_shot_accuracy, scene_descriptions
+from otseg_hf.world.clip import WorldCLIPPretrainer, WorldCollator, world_clip_config, world_clip_tokenizer
+from otseg_hf.world.scenes import CLIP_PRETRAINING_SEED, WorldScenes, world_v2_words
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -76,12 +70,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="every N-th training image is a close-up of one shape (0: none)",
     )
     parser.add_argument("--image-size", type=int, default=64, help="side of the square scenes")
-    parser.add_argument(
-        "--extra-colours",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="also show PRETRAINING_EXTRA_COLOURS (orange, pink, cyan) in every shape",
-    )
     parser.add_argument("--patch-size", type=int, default=8, help="ViT patch side")
     parser.add_argument("--vision-hidden-size", type=int, default=64, help="ViT width")
     parser.add_argument("--vision-layers", type=int, default=4, help="ViT depth")
@@ -130,27 +118,23 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     accelerator = Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps)
     set_seed(args.seed)
 
-    # data: fresh captioned scenes, scene i of seed `seed` for item i
-    world = SyntheticShapes.world(image_size=args.image_size)
-    names = PRETRAINING_CLASS_NAMES if args.extra_colours else WORLD_CLASS_NAMES  # the world's 20 first
-    train_world = SyntheticShapes.world(image_size=args.image_size, class_names=names)
-    # close-ups: one large shape, so that shapes are seen in detail too
-    close_ups = SyntheticShapes.world(
-        image_size=args.image_size, class_names=names, shapes_per_image=(1, 1), radius_range=(0.3, 0.45)
+    # data: fresh captioned scenes of world v2, scene i of seed CLIP_PRETRAINING_SEED + seed for item i
+    world = WorldScenes(image_size=args.image_size)
+    # close-ups: one large thing on one stuff, so that textures are seen in detail too
+    close_ups = WorldScenes(
+        image_size=args.image_size, things_per_image=(1, 1), stuff_per_image=(1, 1), radius_range=(0.3, 0.45)
     )
-    train_worlds = (
-        [train_world] * (args.close_up_every - 1) + [close_ups] if args.close_up_every else [train_world]
-    )
-    train_ids = train_world.seen_label_ids if args.unseen == "never" else None
-    tokenizer = world_clip_tokenizer()
+    train_worlds = [world] * (args.close_up_every - 1) + [close_ups] if args.close_up_every else [world]
+    train_ids = world.seen_label_ids if args.unseen == "never" else None
+    tokenizer = world_clip_tokenizer(world_v2_words())
     num_items = (
         args.max_train_steps * args.gradient_accumulation_steps * args.batch_size * accelerator.num_processes
     )
-    train_dataset = WorldCaptions(train_worlds, num_items, args.seed, train_ids)
+    train_dataset = SceneCaptions(train_worlds, num_items, CLIP_PRETRAINING_SEED + args.seed, train_ids)
     train_loader = DataLoader(
         train_dataset,
         batch_size=args.batch_size,
-        collate_fn=WorldCollator(tokenizer),
+        collate_fn=WorldCollator(tokenizer, scene_descriptions),
         num_workers=args.num_workers,
     )
 
@@ -191,7 +175,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     def evaluate() -> dict[str, float]:
         clip = accelerator.unwrap_model(model).clip
-        return zero_shot_accuracy(clip, tokenizer, world, num_images=args.eval_images, seed=args.seed + 1)
+        seed = CLIP_PRETRAINING_SEED + 500 + args.seed  # held-out scenes
+        return patch_zero_shot_accuracy(clip, tokenizer, world, num_images=args.eval_images, seed=seed)
 
     accelerator.print(
         f"world: {len(world.class_names)} classes, unseen {[world.class_names[i] for i in world.unseen_label_ids]}; "
@@ -244,11 +229,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         (args.output_dir / "zero_shot_results.json").write_text(json.dumps(results, indent=2) + "\n")
     chance = 1 / len(world.class_names)
     accelerator.print(
-        f"zero-shot accuracy among all 20 classes (chance {chance:.0%}):\n"
-        + "\n".join(
-            f"  {kind:5s} seen {results[f'{kind}_seen']:.1%}  unseen {results[f'{kind}_unseen']:.1%}"
-            for kind in ("image", "patch")
-        )
+        f"zero-shot patch accuracy among all {len(world.class_names)} classes (chance {chance:.0%}): "
+        + ", ".join(f"{key} {value:.1%}" for key, value in results.items() if key.startswith("patch_"))
         + f"\ntrained {completed_steps} steps in {train_seconds:.0f} s; saved to {args.output_dir}"
     )
     return results
