@@ -81,7 +81,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 # ----------------------------------------------------------------------------------------------------
 # training
 # ----------------------------------------------------------------------------------------------------
-def train(args, name: str, seed: int, work: Path) -> Path:
+def train(args, name: str, seed: int, work: Path) -> Path | None:
     recipe, overrides, parent = RUNS[name]
     out = work / f"{name}-{seed}"
     command = [
@@ -91,6 +91,9 @@ def train(args, name: str, seed: int, work: Path) -> Path:
     ]  # fmt: skip
     if parent is None:
         command += ["--clip", str(args.clip)]
+    elif not (work / f"{parent}-{seed}" / "config.json").exists():
+        print(f"{name} seed {seed}: skipped, its {parent} run diverged", file=sys.stderr, flush=True)
+        return None
     else:
         command += ["--init-from", str(work / f"{parent}-{seed}")]
     if args.max_steps:
@@ -101,6 +104,9 @@ def train(args, name: str, seed: int, work: Path) -> Path:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "PYTHONPATH": str(ROOT)}
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, env=env)
+    if result.returncode != 0 and "FloatingPointError" in result.stderr:
+        print(f"{name} seed {seed}: diverged (non-finite loss)", file=sys.stderr, flush=True)
+        return None
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-4000:]}")
     print(f"trained {name} seed {seed} in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
@@ -214,7 +220,11 @@ def main(argv=None) -> dict:
                 job.result()  # the inductive runs exist before the transductive ones start from them
             jobs.update({(n, s): pool.submit(train, args, n, s, work) for s in args.seeds for n in later})
             paths = {key: job.result() for key, job in jobs.items()}
+        diverged: dict[str, int] = {}
         for (name, seed), path in sorted(paths.items(), key=lambda kv: (list(RUNS).index(kv[0][0]), kv[0][1])):
+            if path is None:
+                diverged[name] = diverged.get(name, 0) + 1
+                continue
             penalty = zegot_penalty if name == "zegot" else recipe_penalty
             result = evaluate_run(args, name, path, val_rows, test_rows, penalty)
             validation[f"{name}-{seed}"] = result["validation"]
@@ -229,8 +239,12 @@ def main(argv=None) -> dict:
         print(f"| {name} | " + " | ".join(f"{100 * metrics[k]:.1f}" for k, _ in METRICS) + " |")
     for name, runs in table.items():
         print(f"| {name} | " + " | ".join(cell([r[k] for r in runs]) for k, _ in METRICS) + " |")
+    if diverged:
+        print("\ndiverged (non-finite loss), left out of the means: " + ", ".join(f"{k} {v} of {len(args.seeds)}"
+                                                                                for k, v in diverged.items()))  # fmt: skip
     output = {"seeds": args.seeds, "num_eval_images": len(test_rows), "fixed": fixed, "trained": table,
-              "validation_hiou_by_penalty": validation, "recipe_penalty": recipe_penalty}  # fmt: skip
+              "validation_hiou_by_penalty": validation, "recipe_penalty": recipe_penalty,
+              "diverged": diverged}  # fmt: skip
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(output, indent=2) + "\n")

@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the weights and training scenes (eval: seed + 1)"
     )
-    parser.add_argument("--max-train-steps", type=int, default=2500, help="optimizer steps")
+    parser.add_argument("--max-train-steps", type=int, default=400, help="optimizer steps")
     parser.add_argument("--batch-size", type=int, default=64, help="scenes per step and process")
     parser.add_argument(
         "--gradient-accumulation-steps", type=int, default=1, help="batches per optimizer step"
@@ -77,7 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--text-layers", type=int, default=2, help="text transformer depth")
     parser.add_argument("--projection-dim", type=int, default=64, help="joint embedding dimension")
     parser.add_argument(
-        "--eval-images", type=int, default=500, help="held-out images per zero-shot evaluation"
+        "--eval-images", type=int, default=200, help="held-out images per zero-shot evaluation"
     )
     parser.add_argument(
         "--eval-steps", type=int, default=0, help="evaluate every N steps as well (0: only at the end)"

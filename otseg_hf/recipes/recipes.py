@@ -173,9 +173,9 @@ RECIPES["otseg-world-inductive"] = Recipe(
     dataset="world",
     setting="inductive",
     clip=str(WORLD_CLIP_DIR),
-    max_steps=1500,
-    learning_rate=1e-4,
-    warmup_steps=100,
+    max_steps=200,  # short: the whole table (15 runs) must train on 2 shared CPU cores
+    learning_rate=3e-4,
+    warmup_steps=20,
     crop_size=64,
     rescale_scale=(64, 64),
     ratio_range=(1.0, 1.0),
@@ -183,6 +183,7 @@ RECIPES["otseg-world-inductive"] = Recipe(
     model_overrides=dict(
         num_visual_prompts=4, visual_prompt_depth=3, decoder_ffn_dim=256, inference_window_size=64,
         inference_window_stride=48,
+        seen_class_penalty=0.05,  # chosen on the validation images (seed 1) among 0, 0.05, 0.1, 0.2, 0.3
     ),
 )  # fmt: skip
 RECIPES["otseg-world-transductive"] = RECIPES["otseg-world-inductive"].replace(
@@ -198,7 +199,7 @@ RECIPES["zegot-world-inductive"] = RECIPES["otseg-world-inductive"].replace(
     name="zegot-world-inductive",
     model_type="zegot",
     model_overrides=dict(num_context_tokens=4, feature_layers=[-2, -1], inference_window_size=64,
-                         inference_window_stride=48),
+                         inference_window_stride=48, seen_class_penalty=0.05),
 )  # fmt: skip
 RECIPES["zegot-synthetic-inductive"] = RECIPES["otseg-synthetic-inductive"].replace(
     name="zegot-synthetic-inductive",

@@ -31,10 +31,7 @@ COLOUR_WORDS = {
     "gray": (128, 128, 128),
 }
 # tones for names without a colour word: low saturation, far from any named hue's pure colour
-MUTED = [
-    (196, 184, 160), (150, 150, 140), (186, 200, 206), (120, 136, 140), (170, 140, 120), (220, 214, 196),
-    (110, 110, 100), (200, 190, 205), (160, 170, 150), (90, 96, 110), (210, 200, 170), (140, 125, 130),
-]  # fmt: skip
+MUTED = [(205, 190, 150), (100, 112, 135), (215, 215, 210), (150, 168, 140), (150, 120, 100), (75, 75, 80)]
 PATTERN_PERIOD = 8  # pixels of the panel
 
 
