@@ -75,6 +75,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=2, help="training runs at once (1 thread each)")
     parser.add_argument("--work-dir", type=Path, help="keep the trained models here (default: a temporary one)")
     parser.add_argument("--json", type=Path, help="also write every number here")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="score the models already in --work-dir (a missing one counts as diverged)")  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -190,6 +192,16 @@ def evaluate_run(args, name: str, path: Path, val_rows, test_rows, recipe_penalt
     return {"rows": rows, "validation": scan}
 
 
+def train_all(args, work: Path, first: list[str], later: list[str]) -> dict:
+    """Train every (run, seed), `args.jobs` at a time; the runs that start from another one come last."""
+    with ThreadPoolExecutor(args.jobs) as pool:
+        jobs = {(n, s): pool.submit(train, args, n, s, work) for s in args.seeds for n in first}
+        for job in list(jobs.values()):
+            job.result()  # the inductive runs exist before the transductive ones start from them
+        jobs.update({(n, s): pool.submit(train, args, n, s, work) for s in args.seeds for n in later})
+        return {key: job.result() for key, job in jobs.items()}
+
+
 def cell(values: list[float]) -> str:
     mean = 100 * statistics.fmean(values)
     spread = 100 * statistics.stdev(values) if len(values) > 1 else 0.0
@@ -214,12 +226,13 @@ def main(argv=None) -> dict:
         work.mkdir(parents=True, exist_ok=True)
         first = [n for n in args.runs if RUNS[n][2] is None]
         later = [n for n in args.runs if RUNS[n][2] is not None]
-        with ThreadPoolExecutor(args.jobs) as pool:
-            jobs = {(n, s): pool.submit(train, args, n, s, work) for s in args.seeds for n in first}
-            for job in list(jobs.values()):
-                job.result()  # the inductive runs exist before the transductive ones start from them
-            jobs.update({(n, s): pool.submit(train, args, n, s, work) for s in args.seeds for n in later})
-            paths = {key: job.result() for key, job in jobs.items()}
+        if args.evaluate_only:
+            if args.work_dir is None:
+                raise ValueError("--evaluate-only needs --work-dir with the trained models")
+            paths = {(n, s): (work / f"{n}-{s}" if (work / f"{n}-{s}" / "config.json").exists() else None)
+                     for s in args.seeds for n in first + later}  # fmt: skip
+        else:
+            paths = train_all(args, work, first, later)
         diverged: dict[str, int] = {}
         for (name, seed), path in sorted(paths.items(), key=lambda kv: (list(RUNS).index(kv[0][0]), kv[0][1])):
             if path is None:

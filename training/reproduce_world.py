@@ -56,10 +56,10 @@ def main(argv=None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--output-dir", type=Path, required=True, help="where the two checkpoints are written"
+        "--output-dir", type=Path, required=True, help="where the three checkpoints are written"
     )
     parser.add_argument("--tolerance", type=float, default=2.0, help="allowed difference in points (percent)")
-    parser.add_argument("--install", action="store_true", help="copy the results into otseg_hf/pretrained")
+    parser.add_argument("--install", action="store_true", help="copy the results into otseg_hf/world/pretrained")
     parser.add_argument("--skip-clip", action="store_true", help="reuse OUTPUT_DIR/world-clip")
     args = parser.parse_args(argv)
     clip_dir, otseg_dir = args.output_dir / "world-clip", args.output_dir / "world-otseg"
@@ -67,15 +67,20 @@ def main(argv=None) -> None:
 
     if not args.skip_clip:
         run([sys.executable, "training/pretrain_clip.py", "--output-dir", str(clip_dir), *PRETRAIN_ARGS])
+    write_baseline_results(clip_dir)
     run([sys.executable, "training/train.py", "--recipe", "otseg-world-inductive", *TRAIN_ARGS,
          "--clip", str(clip_dir), "--output-dir", str(otseg_dir)])  # fmt: skip
     run([sys.executable, "training/train.py", "--recipe", "otseg-world-transductive", *TRAIN_ARGS,
          "--init-from", str(otseg_dir), "--output-dir", str(transductive_dir)])  # fmt: skip
 
     worst = 0.0
-    for rebuilt, shipped_dir in ((otseg_dir, WORLD_OTSEG_DIR), (transductive_dir, WORLD_OTSEG_TRANSDUCTIVE_DIR)):
-        results = json.loads((rebuilt / "eval_results.json").read_text())
-        shipped_path = shipped_dir / "eval_results.json"
+    pairs = [(clip_dir / BASELINE_FILE, WORLD_CLIP_DIR / BASELINE_FILE)] + [
+        (rebuilt / "eval_results.json", shipped / "eval_results.json")
+        for rebuilt, shipped in ((otseg_dir, WORLD_OTSEG_DIR), (transductive_dir, WORLD_OTSEG_TRANSDUCTIVE_DIR))
+    ]
+    for rebuilt_path, shipped_path in pairs:
+        results = json.loads(rebuilt_path.read_text())
+        shipped_dir = shipped_path.parent
         if not shipped_path.exists():
             print(f"\n{shipped_dir.name}: nothing shipped to compare with")
             continue
@@ -94,6 +99,25 @@ def main(argv=None) -> None:
         install(otseg_dir, WORLD_OTSEG_DIR)
         install(transductive_dir, WORLD_OTSEG_TRANSDUCTIVE_DIR)
         print(f"installed into {PRETRAINED_DIR}")
+
+
+BASELINE_FILE = "dense_baseline_results.json"
+
+
+def write_baseline_results(clip_dir: Path) -> None:
+    """The frozen CLIP's dense baseline on the test images that OTSeg is scored on -> CLIP_DIR/BASELINE_FILE."""
+    import torch
+
+    from otseg_hf.evaluation.baseline import FrozenCLIPSegmenter, evaluate_frozen_clip
+    from otseg_hf.world.splits import GENERATED_SPLIT_SEEDS, WORLD, generated_dataset
+
+    torch.set_num_threads(1)
+    segmenter = FrozenCLIPSegmenter.from_pretrained(clip_dir, WORLD.class_names, WORLD.prompt_templates,
+                                                    WORLD.unseen_label_ids)  # fmt: skip
+    rows = generated_dataset(WORLD.name, 200, seed=GENERATED_SPLIT_SEEDS["test"])
+    metric = evaluate_frozen_clip(segmenter, rows)
+    metric.save_json(clip_dir / BASELINE_FILE)
+    print(metric.table())
 
 
 def install(source: Path, target: Path) -> None:

@@ -1,6 +1,6 @@
 """The README's main job, offline: OTSeg beside its own frozen CLIP in the generated world.
 
-    python -m otseg_hf.demo [--out outputs/demo] [--num-images 4] [--num-eval-images 200]
+    python -m otseg_hf.demo [--out outputs/demo] [--num-images 4] [--num-eval-images 32]
     python -m otseg_hf.demo --model MODEL_DIR --clip CLIP_DIR --dataset-name DATA_DIR [--split validation]
 
 Loads the OTSeg model shipped with the package (a tiny CLIP pretrained on the world's image-caption pairs,
@@ -48,7 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--split", default="test", help="split of --dataset-name for the table and sheets")
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"), help="folder for the PNGs")
     parser.add_argument("--num-images", type=int, default=4, help="contact sheets to write")
-    parser.add_argument("--num-eval-images", type=int, default=200, help="images of the metric table")
+    parser.add_argument("--num-eval-images", type=int, default=32,
+                        help="images scored live (the recorded tables of the shipped models use 200)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.num_images < 0 or args.num_eval_images < 1:
         parser.error("--num-images must be >= 0 and --num-eval-images >= 1")
@@ -179,6 +180,13 @@ def run(args) -> dict:
     results = {label: evaluate(model, table_rows).compute(), "frozen CLIP (baseline)": evaluate(baseline, table_rows).compute()}
     print(f"{source}, {len(table_rows)} images, all {len(config.class_names)} classes (IoU, percent):\n")
     print(side_by_side(results, config.class_names, unseen))
+    recorded = {f"{label}, recorded": args.model / "eval_results.json",
+                "frozen CLIP (baseline), recorded": args.clip / "dense_baseline_results.json"}  # fmt: skip
+    if args.dataset_name is None and all(path.exists() for path in recorded.values()):
+        print("\nrecorded with the checkpoints (200 world test images, `training/reproduce_world.py`):\n")
+        for name, path in recorded.items():
+            values = json.loads(path.read_text())
+            print(f"| {name} | " + " | ".join(f"{100 * (values[key] or 0.0):.1f}" for key, _ in SUMMARY) + " |")
 
     # 2. contact sheets: input | ground truth | the model | the frozen CLIP
     args.out.mkdir(parents=True, exist_ok=True)
