@@ -2,15 +2,14 @@
 
     accelerate launch training/pretrain_clip.py --output-dir runs/world-clip --seed 0
 
-The world (`otseg_hf.synthetic.SyntheticShapes.world()`) has 20 classes "<colour> <shape>", 5 of them
-unseen by OTSeg's training. Pretraining scenes also show orange, pink and cyan shapes
-(`PRETRAINING_CLASS_NAMES`); with `--unseen captioned` (the default) they show and name the unseen
-classes like any other, as a web-trained CLIP knows classes that a segmentation set leaves out; with
-`--unseen never` no unseen class is ever drawn or named, which tests composition proper. No mask is
-used: the model learns from a scene-caption InfoNCE loss and a patch-phrase grounding loss (see
-`otseg_hf.world`), on fresh scenes every step. At the end it is evaluated zero-shot among all 20
-class names ("a photo of a {}.") on held-out scenes (seed + 1): single-object images by the image
-embedding, and the patches one object covers by the patch embeddings, seen and unseen classes apart.
+World v2 (`otseg_hf.world.scenes.WorldScenes`) has 20 thing classes "<texture> <colour> shape" and 6
+stuff classes, 7 of them unseen by OTSeg's training. With `--unseen captioned` (the default) pretraining scenes
+show and name the unseen classes like any other, as a web-trained CLIP knows classes that a segmentation set
+leaves out; with `--unseen never` no unseen class is ever drawn or named. No mask or label map is used: the
+model learns from a scene-caption InfoNCE loss and a patch-phrase grounding loss (see `otseg_hf.world.clip`)
+on fresh captioned scenes every step (`otseg_hf.world.captions`, seeds 1000 + seed). At the end it is
+evaluated zero-shot among all 26 class names ("a photo of a {}.") on held-out scenes (seed 1500 + seed): the
+patches one class covers at least half of, by their patch embeddings, seen / unseen / things / stuff apart.
 `DIR` gets the `CLIPModel` (safetensors), the tokenizer and `zero_shot_results.json`; OTSeg then
 builds on it with `OTSegForSemanticSegmentation.from_clip(DIR, ...)`.
 """
