@@ -122,7 +122,7 @@ def evaluate_frozen_clip(
     dataset,
     image_column: str = "image",
     label_column: str = "label",
-    reduce_labels: bool = False,
+    do_reduce_labels: bool = False,
     accelerator=None,
 ) -> SegmentationMetric:
     """`evaluate_model` of the baseline on a dataset of image / label rows, with OTSeg's test preprocessing
@@ -133,7 +133,7 @@ def evaluate_frozen_clip(
         default_image_processor(config),
         image_column,
         label_column,
-        reduce_labels=reduce_labels,
+        do_reduce_labels=do_reduce_labels,
         num_classes=len(config.id2label),
         ignore_index=config.ignore_index,
     )

@@ -1,6 +1,6 @@
 """The README's main job, offline: OTSeg beside its own frozen CLIP in the generated world.
 
-    python -m otseg_hf.demo [--out outputs/demo] [--num-images 4] [--num-eval-images 32]
+    python -m otseg_hf.demo [--out outputs/demo] [--num-images 4] [--num-eval-images 200]
     python -m otseg_hf.demo --model MODEL_DIR --clip CLIP_DIR --dataset-name DATA_DIR [--split validation]
 
 Loads the OTSeg model shipped with the package (a tiny CLIP pretrained on the world's image-caption pairs,
@@ -48,8 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--split", default="test", help="split of --dataset-name for the table and sheets")
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"), help="folder for the PNGs")
     parser.add_argument("--num-images", type=int, default=4, help="contact sheets to write")
-    parser.add_argument("--num-eval-images", type=int, default=32,
-                        help="images scored live (the recorded tables of the shipped models use 200)")  # fmt: skip
+    parser.add_argument("--num-eval-images", type=int, default=200,
+                        help="test images scored live (the recorded tables of the shipped models use 200)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.num_images < 0 or args.num_eval_images < 1:
         parser.error("--num-images must be >= 0 and --num-eval-images >= 1")
