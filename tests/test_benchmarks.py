@@ -31,3 +31,14 @@ def test_sinkhorn_backward_benchmark_rows():
         line.split("|")[1].strip() for line in out.splitlines() if line.startswith("| ") and " s |" in line
     ]
     assert rows == ["recompute", "checkpoint", "unrolled"]
+
+
+def test_world_table_benchmark_smoke(tmp_path):
+    out = run(
+        "benchmarks/ablation_world.py", "--seeds", "0", "--max-steps", "2", "--num-train-images", "16",
+        "--num-eval-images", "4", "--runs", "otseg", "transductive", "--jobs", "1", "--json", str(tmp_path / "t.json"),
+    )  # fmt: skip
+    for row in ("patch-grid oracle", "frozen CLIP (baseline)", "otseg (penalty 0.1)", "otseg (penalty 0.05)",
+                "otseg MPS path only", "otseg decoder path only", "transductive"):  # fmt: skip
+        assert f"| {row}" in out, row
+    assert (tmp_path / "t.json").exists()

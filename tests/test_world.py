@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from transformers import AutoTokenizer, CLIPModel
 
 from otseg_hf import OTSegForSemanticSegmentation
-from otseg_hf.model.configuration_otseg import VOC_PROMPT_TEMPLATES
+from otseg_hf.model.configuration_otseg import CONTEXT_PROMPT_TEMPLATES, VOC_PROMPT_TEMPLATES
 from otseg_hf.world.clip import (
     WorldCaptions,
     WorldCollator,
@@ -35,6 +35,7 @@ from otseg_hf.world.clip import (
     world_clip_config,
     world_clip_tokenizer,
 )
+from otseg_hf.world.scenes import WorldScenes
 from otseg_hf.world.shapes import (
     CAPTION_WORDS,
     PRETRAINING_CLASS_NAMES,
@@ -442,25 +443,27 @@ def test_pretrain_clip_smoke(tmp_path):
          "--projection-dim", "16", "--eval-images", "20", "--logging-steps", "1", "--warmup-steps", "1",
          "--checkpointing-steps", "2"]
     )  # fmt: skip
-    assert results["steps"] == 3 and 0 <= results["image_unseen"] <= 1
+    assert results["steps"] == 3 and 0 <= results["patch_unseen"] <= 1 and 0 <= results["patch_stuff"] <= 1
     clip = CLIPModel.from_pretrained(out)
     assert clip.config.vision_config.hidden_size == 32 and (out / "model.safetensors").exists()
     tokenizer = AutoTokenizer.from_pretrained(out)
-    assert tokenizer.tokenize("a photo of a blue triangle.")[4:6] == ["blue</w>", "triangle</w>"]
+    assert tokenizer.tokenize("a photo of a dotted blue shape.")[4:7] == ["dotted</w>", "blue</w>", "shape</w>"]
+    assert tokenizer.tokenize("a photo of a bricks.")[4:5] == ["bricks</w>"]
     assert json.loads((out / "zero_shot_results.json").read_text())["seed"] == 0
     assert (out / "step_2").is_dir()
     # the saved CLIP runs on tokenized prompts, and OTSeg builds on it (every prompt word is one token)
     tokens = tokenizer(["a photo of a red star."], return_tensors="pt")
     assert clip.get_text_features(**tokens).pooler_output.shape == (1, 16)
-    for template in VOC_PROMPT_TEMPLATES:
-        assert tokenizer.unk_token not in tokenizer.tokenize(template.format("blue triangle"))
-        assert len(tokenizer.tokenize(template.format("blue triangle"))) == len(template.format("blue triangle").replace(".", " .").split())  # fmt: skip
-    world = SyntheticShapes.world()
+    world = WorldScenes()
+    for template in CONTEXT_PROMPT_TEMPLATES:
+        for name in world.class_names:
+            text = template.format(name)
+            assert len(tokenizer.tokenize(text)) == len(text.replace(".", " .").split())  # one token a word
     otseg = OTSegForSemanticSegmentation.from_clip(
         out, world.class_names, seen_label_ids=world.seen_label_ids, image_size=64,
         num_visual_prompts=2, visual_prompt_depth=1, decoder_ffn_dim=32,
     )  # fmt: skip
-    assert otseg.class_text_embeds.shape == (20, len(VOC_PROMPT_TEMPLATES), 16)
+    assert otseg.class_text_embeds.shape == (26, len(VOC_PROMPT_TEMPLATES), 16)
 
 
 def test_pretrain_clip_rejects_bad_arguments(tmp_path):

@@ -72,7 +72,7 @@ from otseg_hf.run_folder import (
     save_checkpoint,
     start_output_dir,
 )
-from otseg_hf.world.splits import GENERATED, generated_dataset
+from otseg_hf.world.splits import GENERATED, GENERATED_SPLIT_SEEDS, generated_dataset
 
 logger = logging.getLogger(__name__)
 MODEL_CLASSES = {"otseg": OTSegForSemanticSegmentation, "zegot": ZegOTForSemanticSegmentation}
@@ -206,7 +206,8 @@ def load_split(args, split: str, recipe, streaming: bool = False):
             )
         train = split == args.train_split
         count = args.num_train_images if train else args.num_eval_images
-        return generated_dataset(recipe.dataset, count, seed=0 if train else 1, image_size=recipe.crop_size)
+        seed = 0 if train else GENERATED_SPLIT_SEEDS.get(split, 1)
+        return generated_dataset(recipe.dataset, count, seed=seed, image_size=recipe.crop_size)
     data = load_dataset_split(args.dataset_name, split, args.dataset_config, streaming)
     if streaming:  # a shuffle buffer, reseeded per epoch by set_epoch
         data = data.shuffle(seed=args.seed, buffer_size=1000)
@@ -388,6 +389,7 @@ def main(argv=None) -> dict | None:
         ignore_index=model.config.ignore_index,
         do_reduce_labels=args.reduce_labels,
         num_classes=len(class_names),
+        photometric_distortion=recipe.photometric_distortion,
     )
     if train_data is None:
         train_data = load_split(args, args.train_split, recipe, streaming=args.streaming)

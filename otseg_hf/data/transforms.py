@@ -299,6 +299,7 @@ def training_transforms(
     std: Sequence[float] = IMAGENET_DEFAULT_STD,
     do_reduce_labels: bool = False,
     num_classes: int | None = None,
+    photometric_distortion: bool = True,
 ) -> Compose:
     """The reference's training pipeline (spec section 9), ending in tensors.
 
@@ -306,6 +307,8 @@ def training_transforms(
         crop_size: 512 (480 for PASCAL Context).
         do_reduce_labels: apply `ReduceLabels` first (raw VOC / Context / ADE20K labels).
         num_classes: when given, check the label ids (after reducing) with `CheckLabels`.
+        photometric_distortion: keep the reference's `PhotoMetricDistortion` (False: a world whose classes are
+            exact colours, where a hue shift would change the class).
     """
     steps = [ReduceLabels(ignore_index)] if do_reduce_labels else []
     if num_classes is not None:
@@ -314,7 +317,7 @@ def training_transforms(
         RandomRescale(scale, ratio_range),
         RandomCrop(crop_size, cat_max_ratio, ignore_index),
         RandomHorizontalFlip(0.5),
-        PhotoMetricDistortion(),
+        *([PhotoMetricDistortion()] if photometric_distortion else []),
         Normalize(mean, std),
         Pad(crop_size, 0.0, ignore_index),
         ToTensor(),

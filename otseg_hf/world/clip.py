@@ -281,14 +281,15 @@ class WorldCollator:
         objects, P distinct; phrase_truth (B, P), 1 where a phrase describes an object of the image.
     """
 
-    def __init__(self, tokenizer: CLIPTokenizer):
+    def __init__(self, tokenizer: CLIPTokenizer, describe=descriptions):
         self.tokenizer = tokenizer
+        self.describe = describe  # attributes -> the phrases true of them (`descriptions` by default)
 
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
         captions = [item["caption"] for item in items]
         distinct_captions = {caption: number for number, caption in enumerate(dict.fromkeys(captions))}
         phrases = list(
-            dict.fromkeys(form for item in items for obj in item["objects"] for form in descriptions(obj))
+            dict.fromkeys(form for item in items for obj in item["objects"] for form in self.describe(obj))
         )
         truth = [[any(describes(form, obj) for obj in item["objects"]) for form in phrases] for item in items]
         caption_tokens = self.tokenizer(captions, padding=True, truncation=True, return_tensors="pt")

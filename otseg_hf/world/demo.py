@@ -1,102 +1,210 @@
-"""The README's main job, offline: zero-shot segmentation in the generated world.
+"""The README's main job, offline: OTSeg beside its own frozen CLIP in the generated world.
 
-    python -m otseg_hf.world.demo [--out outputs/demo] [--num-images 4] [--num-eval-images 200]
+    python -m otseg_hf.demo [--out outputs/demo] [--num-images 4] [--num-eval-images 200]
+    python -m otseg_hf.demo --model MODEL_DIR --clip CLIP_DIR --dataset-name DATA_DIR [--split validation]
 
-Loads the OTSeg model shipped with the package (`otseg_hf/pretrained/world-otseg`: a tiny CLIP pretrained
-contrastively on the world's image-caption pairs, then OTSeg trained inductively on the 15 seen classes
-with `training/train.py`), segments generated images that contain classes it never saw in training through
-`pipeline("image-segmentation")`, writes overlay PNGs, and prints the metric table over all 20 classes on
-the world's validation images. `python training/reproduce_world.py` rebuilds the checkpoints from the seed.
+Loads the OTSeg model shipped with the package (a tiny CLIP pretrained on the world's image-caption pairs,
+never a mask, then OTSeg trained inductively on the seen classes with `training/train.py`) and the frozen
+CLIP it was built on, used densely (`otseg_hf.baseline`). Prints both metric tables on the world's test
+images (a seed nothing trained or tuned on), and writes one contact sheet per demo image (input | ground
+truth | OTSeg | frozen CLIP) and an overview of all of them. `python training/reproduce_world.py` rebuilds
+the checkpoints from the seed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
-import PIL.Image
 import torch
-from transformers import pipeline
 
 from .. import OTSegImageProcessor  # noqa: F401  (importing the package registers the Auto classes)
-from ..cli.segment import overlay, segments_to_label_map
-from ..evaluation.evaluate import EvaluationSet, evaluate_model
+from ..evaluation.baseline import FrozenCLIPSegmenter
+from ..evaluation.evaluate import EvaluationSet, evaluate_model, penalised_label_ids
+from ..evaluation.metrics import SegmentationMetric
 from ..hub.folders import default_image_processor
-from .shapes import SyntheticShapes
-from .splits import WORLD, WORLD_OTSEG_DIR, generated_dataset
+from ..model.sliding_window import sliding_window_inference
+from .contact_sheet import contact_sheet, overview
+from .shapes import OBJECT_TEMPLATES
+from .splits import GENERATED_SPLIT_SEEDS, WORLD, WORLD_CLIP_DIR, WORLD_OTSEG_DIR, generated_dataset
 
-DEMO_SEED = 2  # images neither trained on (seed 0) nor in the metric table (seed 1)
+SUMMARY = (("seen_mean_iou", "mIoU(S)"), ("unseen_mean_iou", "mIoU(U)"), ("harmonic_mean_iou", "hIoU"),
+           ("mean_iou", "mIoU"))  # fmt: skip
 
 
-def images_with_unseen_classes(count: int, seed: int = DEMO_SEED) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The first `count` generated world images (of `seed`) in which an unseen class is visible."""
-    world = SyntheticShapes.world(image_size=WORLD.image_size)
-    unseen = set(WORLD.unseen_label_ids)
-    found = []
-    index = 0
+class DemoError(Exception):
+    """A problem with the user's model, CLIP or data, reported in one line (exit status 2)."""
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=WORLD_OTSEG_DIR, help="model folder (default: shipped)")
+    parser.add_argument("--clip", type=Path, default=WORLD_CLIP_DIR,
+                        help="CLIP folder of the frozen baseline (default: the shipped world CLIP)")  # fmt: skip
+    parser.add_argument("--dataset-name", help="save_to_disk folder or Hub id (default: the generated world)")
+    parser.add_argument("--split", default="test", help="split of --dataset-name for the table and sheets")
+    parser.add_argument("--out", type=Path, default=Path("outputs/demo"), help="folder for the PNGs")
+    parser.add_argument("--num-images", type=int, default=4, help="contact sheets to write")
+    parser.add_argument("--num-eval-images", type=int, default=200,
+                        help="test images scored live (the recorded tables of the shipped models use 200)")  # fmt: skip
+    args = parser.parse_args(argv)
+    if args.num_images < 0 or args.num_eval_images < 1:
+        parser.error("--num-images must be >= 0 and --num-eval-images >= 1")
+    return args
+
+
+def load_model(path: Path):
+    from transformers import AutoModelForSemanticSegmentation
+
+    if not (path / "config.json").exists():
+        raise DemoError(f"no model at {path}: the shipped checkpoints are missing; rebuild them with "
+                        "`python training/reproduce_world.py --output-dir outputs/world --install`")  # fmt: skip
+    try:
+        return AutoModelForSemanticSegmentation.from_pretrained(path).eval()
+    except (OSError, ValueError, KeyError) as error:
+        raise DemoError(f"{path} is not an OTSeg / ZegOT model folder: {error}") from None
+
+
+def load_baseline(path: Path, config) -> FrozenCLIPSegmenter:
+    if not (path / "config.json").exists():
+        raise DemoError(f"no CLIP folder at {path} for the frozen baseline (pass --clip)")
+    templates = list(getattr(config, "prompt_templates", None) or OBJECT_TEMPLATES)
+    unseen = config.unseen_label_ids if config.seen_label_ids is not None else ()
+    try:
+        return FrozenCLIPSegmenter.from_pretrained(path, config.class_names, templates, unseen).eval()
+    except (OSError, ValueError) as error:
+        raise DemoError(f"{path} is not a CLIP folder with a tokenizer: {error}") from None
+
+
+def load_rows(args, config):
+    """(table rows, sheet rows, where they come from)."""
+    if args.dataset_name is None:
+        if list(config.class_names) != list(WORLD.class_names):
+            raise DemoError(f"{args.model} segments {len(config.class_names)} classes that are not the world's "
+                            f"{len(WORLD.class_names)}; pass --dataset-name with data of its vocabulary")  # fmt: skip
+        table = generated_dataset(WORLD.name, args.num_eval_images, seed=GENERATED_SPLIT_SEEDS["test"])
+        sheets = demo_rows(args.num_images, set(config.unseen_label_ids))
+        return table, sheets, f"world test images (seed {GENERATED_SPLIT_SEEDS['test']})"
+    from ..data.loading import load_dataset_split
+
+    try:
+        data = load_dataset_split(args.dataset_name, args.split)
+    except (OSError, ValueError, FileNotFoundError) as error:
+        raise DemoError(f"cannot load --dataset-name {args.dataset_name} split {args.split}: {error}") from None
+    names_file = Path(args.dataset_name) / "id2label.json"
+    if names_file.exists():
+        names = [v for _, v in sorted(json.loads(names_file.read_text()).items(), key=lambda kv: int(kv[0]))]
+        if names != list(config.class_names):
+            raise DemoError(f"the vocabulary of {args.dataset_name} ({len(names)} classes: {names[:3]}...) does "
+                            f"not fit {args.model} ({len(config.class_names)}: {list(config.class_names)[:3]}...)")  # fmt: skip
+    table = data.select(range(min(args.num_eval_images, len(data))))
+    sheets = [(np.asarray(row["image"].convert("RGB")), np.asarray(row["label"]))
+              for row in data.select(range(min(args.num_images, len(data))))]  # fmt: skip
+    return table, sheets, f"{args.dataset_name} [{args.split}]"
+
+
+def demo_rows(count: int, unseen: set[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The first `count` world images of the demo seed in which an unseen class shows."""
+    from .scenes import WorldScenes
+
+    world, found, index = WorldScenes(image_size=WORLD.image_size), [], 0
     while len(found) < count:
-        image, label = world.generate(index, seed)
+        image, label = world.generate(index, GENERATED_SPLIT_SEEDS["demo"])
         if unseen & set(np.unique(label).tolist()):
             found.append((image, label))
         index += 1
     return found
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--model", type=Path, default=WORLD_OTSEG_DIR, help="model folder (default: shipped)")
-    parser.add_argument("--out", type=Path, default=Path("outputs/demo"), help="folder for the overlay PNGs")
-    parser.add_argument("--num-images", type=int, default=4, help="images segmented through the pipeline")
-    parser.add_argument("--num-eval-images", type=int, default=200, help="validation images of the table")
-    args = parser.parse_args(argv)
-    if not (args.model / "config.json").exists():
-        raise SystemExit(
-            f"no model at {args.model}: the shipped checkpoints are missing; rebuild them with "
-            "`python training/reproduce_world.py --install`"
-        )
+@torch.no_grad()
+def predict(model, processor, image: np.ndarray) -> np.ndarray:
+    """The evaluation's label map of one image (sliding windows, seen-class penalty of inductive models)."""
+    pixels = processor(images=image, do_pad=False, return_tensors="pt")["pixel_values"]
+    outputs = sliding_window_inference(model, pixels)
+    config = model.config
+    return processor.post_process_semantic_segmentation(
+        outputs, target_sizes=[image.shape[:2]], seen_label_ids=penalised_label_ids(config),
+        seen_class_penalty=config.seen_class_penalty,
+    )[0].numpy()  # fmt: skip
+
+
+def evaluate(segmenter, rows) -> SegmentationMetric:
+    config = segmenter.config
+    try:
+        dataset = EvaluationSet(rows, default_image_processor(config), num_classes=len(config.class_names),
+                                ignore_index=config.ignore_index)  # fmt: skip
+        return evaluate_model(segmenter, dataset)
+    except ValueError as error:
+        raise DemoError(f"the data does not fit the model's {len(config.class_names)} classes: {error}") from None
+
+
+def side_by_side(results: dict[str, dict], class_names, unseen) -> str:
+    """The summary rows, then per-class IoU, one column per segmenter."""
+    names = list(results)
+    lines = ["| segmenter | " + " | ".join(label for _, label in SUMMARY) + " |", "|---|" + "---|" * len(SUMMARY)]
+    for name in names:
+        values = [results[name][key] for key, _ in SUMMARY]
+        lines.append(f"| {name} | " + " | ".join("-" if v != v else f"{100 * v:.1f}" for v in values) + " |")
+    lines += ["", f"{'class':24}{'split':8}" + "".join(f"{n[:14]:>16}" for n in names)]
+    for index, class_name in enumerate(class_names):
+        split = "unseen" if index in unseen else "seen"
+        ious = [results[n]["per_category_iou"][index] for n in names]
+        lines.append(f"{class_name:24}{split:8}" + "".join(f"{'-' if v != v else f'{100 * v:.1f}':>16}" for v in ious))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except DemoError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def run(args) -> dict:
     torch.manual_seed(0)
+    model = load_model(args.model)
+    config = model.config
+    baseline = load_baseline(args.clip, config)
+    table_rows, sheet_rows, source = load_rows(args, config)
+    unseen = set(config.unseen_label_ids) if config.seen_label_ids is not None else set()
+    label = f"{type(model).__name__.removesuffix('ForSemanticSegmentation')} ({config.setting})"
+    print(f"model: {args.model} ({config.setting}; unseen: {', '.join(config.class_names[i] for i in sorted(unseen))})")
+    print(f"frozen baseline: {args.clip}, patch embeddings vs the class prompts, no training\n")
 
-    # 1. the standard pipeline on images with unseen classes
-    segmenter = pipeline("image-segmentation", model=str(args.model))
-    config = segmenter.model.config
-    names = config.class_names
-    unseen = set(config.unseen_label_ids)
+    # 1. the metric table, both segmenters on the same images with the same metric code
+    results = {label: evaluate(model, table_rows).compute(), "frozen CLIP (baseline)": evaluate(baseline, table_rows).compute()}
+    print(f"{source}, {len(table_rows)} images, all {len(config.class_names)} classes (IoU, percent):\n")
+    print(side_by_side(results, config.class_names, unseen))
+    recorded = {f"{label}, recorded": args.model / "eval_results.json",
+                "frozen CLIP (baseline), recorded": args.clip / "dense_baseline_results.json"}  # fmt: skip
+    if args.dataset_name is None and all(path.exists() for path in recorded.values()):
+        print("\nrecorded with the checkpoints (200 world test images, `training/reproduce_world.py`):\n")
+        for name, path in recorded.items():
+            values = json.loads(path.read_text())
+            print(f"| {name} | " + " | ".join(f"{100 * (values[key] or 0.0):.1f}" for key, _ in SUMMARY) + " |")
+
+    # 2. contact sheets: input | ground truth | the model | the frozen CLIP
     args.out.mkdir(parents=True, exist_ok=True)
-    print(f"model: {args.model} ({config.setting}; unseen: {', '.join(names[i] for i in sorted(unseen))})\n")
-    for number, (image, label) in enumerate(images_with_unseen_classes(args.num_images)):
-        picture = PIL.Image.fromarray(image)
-        segments = segmenter(picture)
-        label_map = segments_to_label_map(segments, names)
-        path = args.out / f"world_{number}_overlay.png"
-        overlay(picture.resize((256, 256), PIL.Image.NEAREST), _upscale(label_map, 4), names).save(path)
-        truth = [names[i] + (" (unseen)" if i in unseen else "") for i in np.unique(label) if i < len(names)]
-        valid = label < len(names)
-        accuracy = float((label_map[valid] == label[valid]).mean()) if valid.any() else float("nan")
-        print(f"image {number}: objects {', '.join(truth)}")
-        print(f"  predicted {', '.join(s['label'] for s in segments)}; pixel accuracy {accuracy:.0%}; {path}")
-
-    # 2. the metric table over all classes
-    data = generated_dataset(WORLD.name, args.num_eval_images, seed=1)
-    dataset = EvaluationSet(data, default_image_processor(config), num_classes=len(names))
-    metric = evaluate_model(segmenter.model, dataset)
-    results = metric.compute()
-    print(f"\nworld validation, {args.num_eval_images} images, all {len(names)} classes:\n")
-    print(metric.table(results))
-    shipped = args.model / "eval_results.json"
-    if shipped.exists() and args.num_eval_images == 200:
-        recorded = json.loads(shipped.read_text())
-        print(
-            f"\nrecorded when the checkpoint was made: hIoU {100 * (recorded['harmonic_mean_iou'] or 0):.2f}"
-        )
+    processor = default_image_processor(config)
+    sheets = []
+    for number, (image, truth) in enumerate(sheet_rows):
+        predictions = {label: predict(model, processor, image), "frozen CLIP": predict(baseline, processor, image)}
+        sheet, _ = contact_sheet(image, truth, predictions, config.class_names, sorted(unseen),
+                                 ignore_index=config.ignore_index)  # fmt: skip
+        path = args.out / f"sheet_{number}.png"
+        sheet.save(path)
+        sheets.append(sheet)
+        accuracy = {k: float((v == truth).mean()) for k, v in predictions.items()}
+        print(f"{path}: pixel accuracy " + ", ".join(f"{k} {a:.0%}" for k, a in accuracy.items()))
+    if sheets:
+        overview(sheets).save(args.out / "overview.png")
+        print(f"{args.out / 'overview.png'}: all {len(sheets)} sheets")
     return results
-
-
-def _upscale(label_map: np.ndarray, factor: int) -> np.ndarray:
-    return label_map.repeat(factor, axis=0).repeat(factor, axis=1)
 
 
 if __name__ == "__main__":

@@ -6,19 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..data.splits import DatasetSplit
-from .shapes import (
-    OBJECT_TEMPLATES,
-    SYNTHETIC_CLASS_NAMES,
-    SYNTHETIC_UNSEEN_LABEL_IDS,
-    WORLD_CLASS_NAMES,
-    WORLD_UNSEEN_LABEL_IDS,
-    SyntheticShapes,
-)
+from .scenes import WORLD_SEEDS, WORLD_V2_CLASS_NAMES, WORLD_V2_UNSEEN_LABEL_IDS, WorldScenes
+from .shapes import OBJECT_TEMPLATES, SYNTHETIC_CLASS_NAMES, SYNTHETIC_UNSEEN_LABEL_IDS, SyntheticShapes
 
-# checkpoints shipped with the package (the offline zero-shot world): the tiny CLIP and OTSeg trained on it
+# checkpoints shipped with the package (the offline zero-shot world): the tiny CLIP and OTSeg trained on it,
+# inductive and transductive
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 WORLD_CLIP_DIR = PRETRAINED_DIR / "world-clip"
 WORLD_OTSEG_DIR = PRETRAINED_DIR / "world-otseg"
+WORLD_OTSEG_TRANSDUCTIVE_DIR = PRETRAINED_DIR / "world-otseg-transductive"
 
 SYNTHETIC = DatasetSplit(
     name="synthetic",
@@ -31,11 +27,12 @@ SYNTHETIC = DatasetSplit(
     test_short_side=64,
 )
 
-# the offline zero-shot world (otseg_hf.world.shapes.SyntheticShapes.world): 20 colour x shape classes, 5 unseen
+# the offline zero-shot world (otseg_hf.world.scenes.WorldScenes, world v2): 20 thing classes (texture x colour)
+# and 6 stuff classes, every pixel a class; 5 things and 2 stuff unseen
 WORLD = DatasetSplit(
     name="world",
-    class_names=tuple(WORLD_CLASS_NAMES),
-    unseen_label_ids=tuple(WORLD_UNSEEN_LABEL_IDS),
+    class_names=tuple(WORLD_V2_CLASS_NAMES),
+    unseen_label_ids=tuple(WORLD_V2_UNSEEN_LABEL_IDS),
     prompt_templates=tuple(OBJECT_TEMPLATES),
     image_size=64,
     inference_window_size=64,
@@ -45,13 +42,27 @@ WORLD = DatasetSplit(
 GENERATED = {SYNTHETIC.name: SYNTHETIC, WORLD.name: WORLD}
 
 
+# seeds of the generated data's splits: disjoint, so nothing reported was trained or tuned on
+GENERATED_SPLIT_SEEDS = dict(WORLD_SEEDS)  # train 0, validation 1 (tuning), test 2 (reported), demo 3
+
+
 def generated_dataset(name: str, num_images: int, seed: int, image_size: int | None = None):
     """A `datasets.Dataset` of the built-in generated data `name` ("synthetic" or "world"), images 0..n-1 of
-    `seed` (training uses seed 0, evaluation seed 1)."""
+    `seed` (`GENERATED_SPLIT_SEEDS`: train 0, validation 1, test 2, demo 3)."""
     split = GENERATED[name]
     size = image_size or split.image_size
-    world = SyntheticShapes.world(image_size=size) if name == WORLD.name else SyntheticShapes(image_size=size)
+    world = WorldScenes(image_size=size) if name == WORLD.name else SyntheticShapes(image_size=size)
     return world.to_dataset(num_images, seed=seed)
 
 
-__all__ = ["GENERATED", "PRETRAINED_DIR", "SYNTHETIC", "WORLD", "WORLD_CLIP_DIR", "WORLD_OTSEG_DIR", "generated_dataset"]
+__all__ = [
+    "GENERATED",
+    "GENERATED_SPLIT_SEEDS",
+    "PRETRAINED_DIR",
+    "SYNTHETIC",
+    "WORLD",
+    "WORLD_CLIP_DIR",
+    "WORLD_OTSEG_DIR",
+    "WORLD_OTSEG_TRANSDUCTIVE_DIR",
+    "generated_dataset",
+]
