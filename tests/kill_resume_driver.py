@@ -39,7 +39,7 @@ torch.set_num_threads(1)
 from safetensors.torch import load_file  # noqa: E402
 
 import training.train as train  # noqa: E402
-from otseg_hf.checkpoints import CheckpointError, check_checkpoint  # noqa: E402
+from otseg_hf.runs.checkpoints import CheckpointError, check_checkpoint  # noqa: E402
 
 RUN = [
     "--recipe", "otseg-synthetic-inductive", "--num-train-images", "8", "--num-eval-images", "2",
@@ -68,7 +68,7 @@ def child(argv: list[str], log: Path, kill_at: int | None, kill_after: bool) -> 
 
         return wrapped
 
-    import otseg_hf.checkpoints as checkpoints
+    import otseg_hf.runs.checkpoints as checkpoints
 
     for name in WRITES:
         setattr(os, name, wrap(getattr(os, name)))

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from otseg_hf.atomic import commit_staging, publish_folder, staged_folder, staging_path
-from otseg_hf.checkpoints import (
+from otseg_hf.runs.atomic import commit_staging, publish_folder, staged_folder, staging_path
+from otseg_hf.runs.checkpoints import (
     CheckpointError,
     check_checkpoint,
     find_latest_checkpoint,
@@ -25,7 +25,7 @@ from otseg_hf.checkpoints import (
     write_checkpoint,
     write_rng_file,
 )
-from otseg_hf.run_folder import TrainLog
+from otseg_hf.runs.folder import TrainLog
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [

@@ -6,13 +6,13 @@
 
 A recipe (`otseg_hf.recipes.recipes.RECIPES`) fixes the optimizer, schedule, iterations, total batch and augmentation;
 flags override single fields. The total batch is reached on any number of processes by gradient accumulation,
-and the script prints how. Checkpoints (`otseg_hf.checkpoints`: safetensors and JSON, nothing pickled) go to
+and the script prints how. Checkpoints (`otseg_hf.runs.checkpoints`: safetensors and JSON, nothing pickled) go to
 OUTPUT_DIR/checkpoints/step_N, renamed into place when complete; `--resume latest` continues from the newest
 complete one, exactly (data order, augmentation, optimizer, schedule, random states). `train_log.jsonl` is
 flushed at every logging step. At the end the model is evaluated and its folder (weights, config, processor,
 tokenizer, code, model card with the results) is staged and moved into OUTPUT_DIR with config.json last. A
 non-empty OUTPUT_DIR needs `--resume` or `--overwrite-output-dir`; arguments, both splits and the checkpoint
-are checked before anything is written (`otseg_hf.run_folder`, `otseg_hf.data.checks`).
+are checked before anything is written (`otseg_hf.runs.folder`, `otseg_hf.data.checks`).
 
 Your own data: `--recipe custom` (crop, sliding window and prompt depth adapted to `--clip` and to the images),
 `--dataset-name` (Hub id or a folder from `save_to_disk` / `training/convert_datasets.py`) with image and label
@@ -43,7 +43,6 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from otseg_hf import OTSegForSemanticSegmentation, ZegOTForSemanticSegmentation
-from otseg_hf.atomic import begin_staging, publish_folder, staging_path
 from otseg_hf.cli.arguments import add_dataset_arguments, parse_overrides
 from otseg_hf.cli.conventions import HelpFormatter, add_debug_argument, quiet_libraries, run_cli
 from otseg_hf.data.checks import check_training_splits
@@ -62,7 +61,8 @@ from otseg_hf.recipes import (
     build_optimizer,
     gradient_accumulation_steps,
 )
-from otseg_hf.run_folder import (
+from otseg_hf.runs.atomic import begin_staging, publish_folder, staging_path
+from otseg_hf.runs.folder import (
     RUN_FILES,
     TrainLog,
     check_output_dir,

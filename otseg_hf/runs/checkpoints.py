@@ -10,7 +10,7 @@ unpickles them in full: a checkpoint folder from someone else runs their code. A
       optimizer.safetensors  the optimizer's tensors (AdamW moments and steps), keyed "<param index>.<name>"
       rng_<rank>.json        python, numpy, torch (and CUDA) random states of each process
 
-and is written under a staging name and renamed into place ([`otseg_hf.atomic`]), so a folder named step_N is
+and is written under a staging name and renamed into place ([`otseg_hf.runs.atomic`]), so a folder named step_N is
 complete. Reading uses only `json` and `safetensors`; a folder holding pickles (`*.pkl`, `*.bin`, `*.pt`) is
 refused before anything in it is read.
 """
@@ -115,7 +115,7 @@ def set_rng_state(state: dict) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------------
-# writing (into a staging folder; the caller renames it into place with otseg_hf.atomic.commit_staging)
+# writing (into a staging folder; the caller renames it into place with otseg_hf.runs.atomic.commit_staging)
 # ------------------------------------------------------------------------------------------------------------
 def write_rng_file(folder: str | os.PathLike, rank: int) -> None:
     """Process `rank` writes its random states into the checkpoint folder being staged."""

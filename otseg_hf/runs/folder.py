@@ -2,9 +2,9 @@
 holds another run, checkpoints saved by all processes, and the step log.
 
     OUTPUT_DIR/
-      checkpoints/step_N/   [`otseg_hf.checkpoints`] format, renamed into place when complete
+      checkpoints/step_N/   [`otseg_hf.runs.checkpoints`] format, renamed into place when complete
       train_log.jsonl       one record per step, appended and flushed at every logging step
-      config.json, ...      the final model folder, moved in with config.json last ([`otseg_hf.atomic`])
+      config.json, ...      the final model folder, moved in with config.json last ([`otseg_hf.runs.atomic`])
 
 `training/train.py` drives these with an `accelerate.Accelerator`.
 """
@@ -40,7 +40,7 @@ NON_NEGATIVE_FLAGS = ("checkpointing_steps", "eval_steps", "num_workers", "warmu
 def check_run_arguments(args) -> None:
     """training/train.py's numbers in range and flags that go together, before anything runs (`args` from its
     parser; flags it lacks are skipped)."""
-    from .hub.checks import check_model_folder
+    from ..hub.checks import check_model_folder
 
     def flag(name: str) -> str:
         return "--" + name.replace("_", "-")
