@@ -119,6 +119,11 @@ def demo_rows(count: int, unseen: set[int]) -> list[tuple[np.ndarray, np.ndarray
     return found
 
 
+def images_with_unseen_classes(count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The first `count` demo images (image, label map) in which one of the world's unseen classes shows."""
+    return demo_rows(count, set(WORLD.unseen_label_ids))
+
+
 @torch.no_grad()
 def predict(model, processor, image: np.ndarray) -> np.ndarray:
     """The evaluation's label map of one image (sliding windows, seen-class penalty of inductive models)."""
