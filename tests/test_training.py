@@ -254,3 +254,16 @@ def test_model_overrides_are_json_values():
     }
     with pytest.raises(ValueError, match="FIELD=VALUE"):
         parse_overrides(["matching"])
+
+
+def test_fully_supervised_run_with_evaluation_writes_a_card_with_the_mean_iou(tmp_path):
+    """All classes are seen: there is no mIoU(U) or hIoU to report, and the run must still save its folder,
+    whose card and eval_results.json give the mIoU that the evaluation printed."""
+    out = tmp_path / "fully-supervised"
+    args = [*TINY_RUN, "--setting", "fully_supervised", "--output-dir", str(out), "--max-steps", "2",
+            "--checkpointing-steps", "0"]  # fmt: skip
+    result = run([TRAIN, *args])
+    results = json.loads((out / "eval_results.json").read_text())
+    card = (out / "README.md").read_text()
+    assert f"{100 * results['mean_iou']:.1f}" in card, result.stdout[-2000:]
+    assert "type: mean_iou" in card and "mIoU(U)" not in card.split("---")[1]

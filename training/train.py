@@ -516,6 +516,9 @@ def main(argv=None) -> dict | None:
                     if _finite(results.get(name))
                 },
             }
+            if "miou_unseen" not in eval_results:  # fully supervised: no unseen classes, the card gives mIoU
+                for key in ("miou_seen", "hiou"):
+                    eval_results.pop(key, None)
             if "miou" not in eval_results:
                 eval_results = None
         if results is not None:
