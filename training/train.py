@@ -61,6 +61,7 @@ from otseg_hf.recipes import (
     build_optimizer,
     gradient_accumulation_steps,
 )
+from otseg_hf.recipes.initialization import HEAD_INITS, initialize_head
 from otseg_hf.runs.atomic import begin_staging, publish_folder, staging_path
 from otseg_hf.runs.folder import (
     RUN_FILES,
@@ -126,6 +127,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--learning-rate", type=float, help="AdamW base learning rate (default: the recipe's)")
     parser.add_argument("--warmup-steps", type=int, help="linear warm-up steps (default: the recipe's)")
     parser.add_argument("--crop-size", type=int, help="training crop size (default: the recipe's)")
+    parser.add_argument(
+        "--head-init", choices=HEAD_INITS, help="how a new model's head starts (default: the recipe's; see the README)"
+    )
     parser.add_argument(
         "--mixed-precision", choices=("no", "fp16", "bf16"), help="default: accelerate's config"
     )
@@ -252,11 +256,13 @@ def build_model(args, recipe, class_names, seen_label_ids):
         model = model_class.from_clip(
             clip, class_names, seen_label_ids, transductive, tokenizer, recipe.crop_size, **overrides
         )
+        initialize_head(model, recipe.head_init)
         return model, tokenizer
     tokenizer = load_tokenizer(recipe.clip, "pass a CLIP name or folder that has one")
     model = model_class.from_clip(
         recipe.clip, class_names, seen_label_ids, transductive, tokenizer, recipe.crop_size, **overrides
     )
+    initialize_head(model, recipe.head_init)
     return model, tokenizer
 
 
@@ -314,6 +320,7 @@ def main(argv=None) -> dict | None:
         "crop_size": args.crop_size,
         "clip": args.clip,
         "setting": args.setting,
+        "head_init": args.head_init,
     }
     recipe = recipe.replace(**{k: v for k, v in changes.items() if v is not None})
     if recipe.init_from and not args.init_from:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from ..data.splits import DATASETS, DatasetSplit
 from ..world.splits import GENERATED, WORLD_CLIP_DIR
+from .initialization import HEAD_INITS
 
 SETTINGS = ("inductive", "transductive", "fully_supervised")
 CUSTOM = "custom"  # the dataset of the recipe for your own data (`RECIPES["custom"]`, see `adapt_to_data`)
@@ -52,6 +53,8 @@ class Recipe:
         cat_max_ratio (`float`): largest share of one class in a random crop.
         photometric_distortion (`bool`): the reference's colour jitter in training (off for the world, whose
             classes are exact colours and textures).
+        head_init (`str`): how a new model's trainable parts start (`otseg_hf.recipes.initialization`):
+            `"reference"` (random, the reference's) or `"clip"` (the head starts as the frozen CLIP's dense matcher).
         model_overrides (`dict`): other config fields of the model.
         custom_split (`DatasetSplit`, *optional*): the vocabulary, split and sizes of your own data (dataset
             `"custom"`), set by `adapt_to_data`.
@@ -77,12 +80,15 @@ class Recipe:
     ratio_range: tuple[float, float] = (0.5, 2.0)
     cat_max_ratio: float = 0.75
     photometric_distortion: bool = True
+    head_init: str = "reference"
     model_overrides: dict = field(default_factory=dict)
     custom_split: DatasetSplit | None = None
 
     def __post_init__(self):
         if self.model_type not in MODEL_TYPES:
             raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {self.model_type!r}")
+        if self.head_init not in HEAD_INITS:
+            raise ValueError(f"head_init must be one of {HEAD_INITS}, got {self.head_init!r}")
         if self.setting not in SETTINGS:
             raise ValueError(f"setting must be one of {SETTINGS}, got {self.setting!r}")
         if self.dataset not in DATASETS and self.dataset not in GENERATED and self.dataset != CUSTOM:
