@@ -52,13 +52,17 @@ from otseg_hf.world.splits import GENERATED_SPLIT_SEEDS, WORLD, WORLD_CLIP_DIR, 
 METRICS = (("seen_mean_iou", "mIoU(S)"), ("unseen_mean_iou", "mIoU(U)"), ("harmonic_mean_iou", "hIoU"),
            ("mean_iou", "mIoU"))  # fmt: skip
 REFERENCE_PENALTY = 0.1
-# training runs: name -> (recipe, model overrides, starts from)
+# training runs: name -> (recipe, model overrides, starts from, other train.py flags)
 RUNS = {
-    "otseg": ("otseg-world-inductive", [], None),
-    "softmax": ("otseg-world-inductive", ["matching=softmax"], None),
-    "zegot": ("zegot-world-inductive", [], None),
-    "transductive": ("otseg-world-transductive", [], "otseg"),
-    "fully_supervised": ("otseg-world-fully-supervised", [], None),
+    "otseg": ("otseg-world-inductive", [], None, []),
+    # the reference's start: random head, the earlier world recipe's learning rate and steps
+    "otseg_reference_init": (
+        "otseg-world-inductive", [], None, ["--head-init", "reference", "--learning-rate", "3e-4", "--max-steps", "200"]
+    ),
+    "softmax": ("otseg-world-inductive", ["matching=softmax"], None, []),
+    "zegot": ("zegot-world-inductive", [], None, []),
+    "transductive": ("otseg-world-transductive", [], "otseg", []),
+    "fully_supervised": ("otseg-world-fully-supervised", [], None, []),
 }
 
 
@@ -69,7 +73,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-steps", type=int, help="override the recipes' steps (transductive: half)")
     parser.add_argument("--num-train-images", type=int, default=2048, help="generated training images")
     parser.add_argument("--num-eval-images", type=int, default=200, help="validation and test images")
-    parser.add_argument("--penalties", type=float, nargs="+", default=[0.0, 0.05, 0.1, 0.2, 0.3],
+    parser.add_argument("--penalties", type=float, nargs="+", default=[-0.2, -0.15, -0.1, -0.05, 0.0, 0.05, 0.1, 0.2],
                         help="seen-class penalties scored on the validation images")  # fmt: skip
     parser.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS), help="a subset of the runs")
     parser.add_argument("--jobs", type=int, default=2, help="training runs at once (1 thread each)")
@@ -84,7 +88,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 # training
 # ----------------------------------------------------------------------------------------------------
 def train(args, name: str, seed: int, work: Path) -> Path | None:
-    recipe, overrides, parent = RUNS[name]
+    recipe, overrides, parent, flags = RUNS[name]
     out = work / f"{name}-{seed}"
     command = [
         sys.executable, str(ROOT / "training" / "train.py"), "--recipe", recipe, "--seed", str(seed),
@@ -98,6 +102,7 @@ def train(args, name: str, seed: int, work: Path) -> Path | None:
         return None
     else:
         command += ["--init-from", str(work / f"{parent}-{seed}")]
+    command += flags  # before --max-steps: a smoke run's steps win
     if args.max_steps:
         steps = args.max_steps // 2 if name == "transductive" else args.max_steps
         command += ["--max-steps", str(max(steps, 1))]

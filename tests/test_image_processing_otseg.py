@@ -321,6 +321,19 @@ def test_seen_class_penalty_on_a_hand_made_case():
         processor.post_process_semantic_segmentation(outputs, seen_label_ids=[3])
 
 
+def test_a_negative_seen_class_penalty_favours_the_seen_classes():
+    """p(seen class 0) = 0.50, p(unseen class 1) = 0.53: class 1 wins as it is and with a positive penalty;
+    -0.05 lifts class 0 to 0.55 > 0.53."""
+    logits = torch.tensor([logit(0.50), logit(0.53), logit(0.1)]).view(1, 3, 1, 1).expand(1, 3, 2, 2)
+    outputs = SimpleNamespace(logits=logits)
+    processor = OTSegImageProcessor()
+    for penalty, expected in ((0.0, 1), (0.05, 1), (-0.02, 1), (-0.05, 0)):
+        (labels,) = processor.post_process_semantic_segmentation(
+            outputs, seen_label_ids=[0], seen_class_penalty=penalty
+        )
+        assert (labels == expected).all(), penalty
+
+
 def test_post_process_upsamples_logits_before_the_sigmoid():
     torch.manual_seed(0)
     logits = torch.randn(1, 4, 3, 5) * 3

@@ -247,8 +247,10 @@ class ZeroShotSegmentationConfigMixin:
             raise ValueError(
                 f"sinkhorn_grad_mode must be one of {SINKHORN_GRAD_MODES}, got {self.sinkhorn_grad_mode!r}"
             )
-        for name in ("focal_loss_weight", "dice_loss_weight", "focal_gamma", "seen_class_penalty"):
+        for name in ("focal_loss_weight", "dice_loss_weight", "focal_gamma"):
             check_number(name, getattr(self, name), 0)
+        # a probability offset: negative values favour the seen classes (where training left them underconfident)
+        check_number("seen_class_penalty", self.seen_class_penalty, -1, 1)
         check_number("focal_alpha", self.focal_alpha, 0, 1)
         check_number("initializer_range", self.initializer_range, 0)
         check_int("ignore_index", self.ignore_index, None)
@@ -301,7 +303,8 @@ class ZeroShotSegmentationConfig(ZeroShotSegmentationConfigMixin, PretrainedConf
             seen-class penalty at inference). Needs at least one unseen class.
         seen_class_penalty (`float`, *optional*):
             Subtracted from the probabilities of seen classes at inference by the post-processing of inductive
-            models. Defaults to the model's `default_seen_class_penalty`: 0.1 for OTSeg (the reference's
+            models, in [-1, 1] (a negative value adds to them: a world recipe chose one on its validation images,
+            where training left the seen classes less confident than the untrained unseen ones). Defaults to the model's `default_seen_class_penalty`: 0.1 for OTSeg (the reference's
             calibration), 0.0 for ZegOT.
         sinkhorn_epsilon (`float`, *optional*, defaults to 0.05):
             Entropic regularisation of every Sinkhorn problem.

@@ -179,8 +179,11 @@ RECIPES["otseg-world-inductive"] = Recipe(
     dataset="world",
     setting="inductive",
     clip=str(WORLD_CLIP_DIR),
-    max_steps=200,  # short: the whole table (15 runs) must train on 2 shared CPU cores
-    learning_rate=3e-4,
+    max_steps=100,  # short: the whole table (18 runs) must train on 2 shared CPU cores
+    # the head starts as the frozen CLIP's dense matcher, trained gently (validation images, seed 1: with the
+    # reference's random head and 3e-4 OTSeg stays far below its frozen CLIP; see the README's world table)
+    head_init="clip",
+    learning_rate=3e-5,
     warmup_steps=20,
     crop_size=64,
     rescale_scale=(64, 64),
@@ -189,7 +192,9 @@ RECIPES["otseg-world-inductive"] = Recipe(
     model_overrides=dict(
         num_visual_prompts=4, visual_prompt_depth=3, decoder_ffn_dim=256, inference_window_size=64,
         inference_window_stride=48,
-        seen_class_penalty=0.05,  # chosen on the validation images (seed 1) among 0, 0.05, 0.1, 0.2, 0.3
+        # chosen on the validation images (seed 1) among -0.2 ... 0.1: training leaves the seen classes less
+        # confident than the untrained unseen ones, so the calibration favours them
+        seen_class_penalty=-0.05,
     ),
 )  # fmt: skip
 RECIPES["otseg-world-transductive"] = RECIPES["otseg-world-inductive"].replace(
@@ -205,7 +210,7 @@ RECIPES["zegot-world-inductive"] = RECIPES["otseg-world-inductive"].replace(
     name="zegot-world-inductive",
     model_type="zegot",
     model_overrides=dict(num_context_tokens=4, feature_layers=[-2, -1], inference_window_size=64,
-                         inference_window_stride=48, seen_class_penalty=0.05),
+                         inference_window_stride=48, seen_class_penalty=-0.05),
 )  # fmt: skip
 RECIPES["zegot-synthetic-inductive"] = RECIPES["otseg-synthetic-inductive"].replace(
     name="zegot-synthetic-inductive",
