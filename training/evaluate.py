@@ -20,29 +20,15 @@ import argparse
 import json
 from pathlib import Path
 
-from accelerate import Accelerator, PartialState
-from accelerate.utils import parse_flag_from_env
-from transformers import AutoModelForSemanticSegmentation
-
-import otseg_hf  # noqa: F401  (registers the Auto classes)
 from otseg_hf.cli.arguments import add_dataset_arguments
+from otseg_hf.cli.choices import DATASET_NAMES, GENERATED_NAMES
 from otseg_hf.cli.conventions import HelpFormatter, add_debug_argument, model_source, quiet_libraries, run_cli
-from otseg_hf.data.checks import check_columns, check_label_column, check_not_empty
-from otseg_hf.data.loading import load_dataset_split
-from otseg_hf.data.splits import DATASETS, resolve_vocabulary
-from otseg_hf.evaluation.evaluate import EvaluationSet, evaluate_model
-from otseg_hf.evaluation.plots import confusion_matrix_image, per_class_iou_chart, save_png
-from otseg_hf.hub.checks import check_model_folder
-from otseg_hf.hub.folders import default_image_processor
-from otseg_hf.model.processing_otseg import load_tokenizer
-from otseg_hf.model.sliding_window import check_window
-from otseg_hf.world.splits import GENERATED, generated_dataset
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="evaluate.py", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--model", required=True, help="saved model folder (or Hub id)")
-    parser.add_argument("--dataset", choices=[*DATASETS, *GENERATED], help="vocabulary and zero-shot split")
+    parser.add_argument("--dataset", choices=[*DATASET_NAMES, *GENERATED_NAMES], help="vocabulary and zero-shot split")
     add_dataset_arguments(
         parser,
         dataset_name_help="Hub id or save_to_disk folder (not needed for generated data)",
@@ -70,6 +56,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_debug_argument(parser)
     return parser.parse_args(argv)
 
+
+if __name__ == "__main__":  # `--help` and usage errors answer here, before torch and transformers load below
+    run_cli(parse_args, "evaluate.py")
+
+from accelerate import Accelerator, PartialState
+from accelerate.utils import parse_flag_from_env
+from transformers import AutoModelForSemanticSegmentation
+
+import otseg_hf  # noqa: F401  (registers the Auto classes)
+from otseg_hf.data.checks import check_columns, check_label_column, check_not_empty
+from otseg_hf.data.loading import load_dataset_split
+from otseg_hf.data.splits import DATASETS, resolve_vocabulary
+from otseg_hf.evaluation.evaluate import EvaluationSet, evaluate_model
+from otseg_hf.evaluation.plots import confusion_matrix_image, per_class_iou_chart, save_png
+from otseg_hf.hub.checks import check_model_folder
+from otseg_hf.hub.folders import default_image_processor
+from otseg_hf.model.processing_otseg import load_tokenizer
+from otseg_hf.model.sliding_window import check_window
+from otseg_hf.world.splits import GENERATED, generated_dataset
 
 POSITIVE = ("num_images", "max_images", "test_short_side", "window_size", "stride", "window_batch_size")
 

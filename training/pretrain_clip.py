@@ -21,15 +21,7 @@ import json
 import time
 from pathlib import Path
 
-import torch
-from accelerate import Accelerator
-from accelerate.utils import set_seed
-from torch.utils.data import DataLoader
-from transformers import CLIPModel, get_cosine_schedule_with_warmup
-
-from otseg_hf.world.captions import SceneCaptions, patch_zero_shot_accuracy, scene_descriptions
-from otseg_hf.world.clip import WorldCLIPPretrainer, WorldCollator, world_clip_config, world_clip_tokenizer
-from otseg_hf.world.scenes import CLIP_PRETRAINING_SEED, WorldScenes, world_v2_words
+from otseg_hf.cli.conventions import run_cli
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -108,6 +100,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             f"--image-size {args.image_size} must be a multiple of --patch-size {args.patch_size}"
         )
     return args
+
+
+
+if __name__ == "__main__":  # `--help` and usage errors answer here, before torch and transformers load below
+    run_cli(parse_args, "pretrain_clip.py")
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from transformers import CLIPModel, get_cosine_schedule_with_warmup
+
+from otseg_hf.world.captions import SceneCaptions, patch_zero_shot_accuracy, scene_descriptions
+from otseg_hf.world.clip import WorldCLIPPretrainer, WorldCollator, world_clip_config, world_clip_tokenizer
+from otseg_hf.world.scenes import CLIP_PRETRAINING_SEED, WorldScenes, world_v2_words
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -236,4 +243,4 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, "pretrain_clip.py")

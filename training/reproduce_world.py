@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from otseg_hf.world.splits import (  # noqa: E402
+from otseg_hf.cli.choices import (  # noqa: E402  (light: --help imports neither torch nor transformers)
     PRETRAINED_DIR,
     WORLD_CLIP_DIR,
     WORLD_OTSEG_DIR,

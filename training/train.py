@@ -30,59 +30,15 @@ import math
 import os
 from pathlib import Path
 
-import numpy as np
-import torch
-from accelerate import Accelerator, PartialState
-from accelerate.utils import (
-    DataLoaderConfiguration,
-    GradientAccumulationPlugin,
-    parse_flag_from_env,
-    set_seed,
-)
-from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
-
-from otseg_hf import OTSegForSemanticSegmentation, ZegOTForSemanticSegmentation
 from otseg_hf.cli.arguments import add_dataset_arguments, parse_overrides
+from otseg_hf.cli.choices import HEAD_INITS, RECIPE_NAMES, SETTINGS
 from otseg_hf.cli.conventions import HelpFormatter, add_debug_argument, quiet_libraries, run_cli
-from otseg_hf.data.checks import check_training_splits
-from otseg_hf.data.loading import load_dataset_split
-from otseg_hf.data.splits import resolve_vocabulary
-from otseg_hf.data.transforms import training_transforms
-from otseg_hf.evaluation.evaluate import EvaluationSet, evaluate_model
-from otseg_hf.evaluation.plots import write_training_curves
-from otseg_hf.hub.folders import default_image_processor, save_otseg_folder
-from otseg_hf.model.processing_otseg import load_tokenizer
-from otseg_hf.recipes import (
-    CUSTOM,
-    RECIPES,
-    SETTINGS,
-    adapt_to_data,
-    build_optimizer,
-    gradient_accumulation_steps,
-)
-from otseg_hf.recipes.initialization import HEAD_INITS, initialize_head
-from otseg_hf.runs.atomic import begin_staging, publish_folder, staging_path
-from otseg_hf.runs.folder import (
-    RUN_FILES,
-    TrainLog,
-    check_output_dir,
-    check_run_arguments,
-    locate_checkpoint,
-    resume_from,
-    save_checkpoint,
-    start_output_dir,
-)
-from otseg_hf.world.splits import GENERATED, GENERATED_SPLIT_SEEDS, generated_dataset
-
-logger = logging.getLogger(__name__)
-MODEL_CLASSES = {"otseg": OTSegForSemanticSegmentation, "zegot": ZegOTForSemanticSegmentation}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="train.py", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument(
-        "--recipe", required=True, choices=sorted(RECIPES), help="the training recipe ('custom': your own data)"
+        "--recipe", required=True, choices=RECIPE_NAMES, help="the training recipe ('custom': your own data)"
     )
     parser.add_argument(
         "--output-dir", type=Path, required=True, help="checkpoints, logs and the final model"
@@ -160,6 +116,57 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-save-model", action="store_true", help="skip the final model folder")
     add_debug_argument(parser)
     return parser.parse_args(argv)
+
+
+if __name__ == "__main__":  # `--help` and usage errors answer here, before torch and transformers load below
+    run_cli(parse_args, "train.py")
+
+import numpy as np
+import torch
+from accelerate import Accelerator, PartialState
+from accelerate.utils import (
+    DataLoaderConfiguration,
+    GradientAccumulationPlugin,
+    parse_flag_from_env,
+    set_seed,
+)
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from otseg_hf import OTSegForSemanticSegmentation, ZegOTForSemanticSegmentation
+from otseg_hf.data.checks import check_training_splits
+from otseg_hf.data.loading import load_dataset_split
+from otseg_hf.data.splits import resolve_vocabulary
+from otseg_hf.data.transforms import training_transforms
+from otseg_hf.evaluation.evaluate import EvaluationSet, evaluate_model
+from otseg_hf.evaluation.plots import write_training_curves
+from otseg_hf.hub.folders import default_image_processor, save_otseg_folder
+from otseg_hf.model.processing_otseg import load_tokenizer
+from otseg_hf.recipes import (
+    CUSTOM,
+    RECIPES,
+    adapt_to_data,
+    build_optimizer,
+    gradient_accumulation_steps,
+)
+from otseg_hf.recipes.initialization import initialize_head
+from otseg_hf.runs.atomic import begin_staging, publish_folder, staging_path
+from otseg_hf.runs.folder import (
+    RUN_FILES,
+    TrainLog,
+    check_output_dir,
+    check_run_arguments,
+    locate_checkpoint,
+    resume_from,
+    save_checkpoint,
+    start_output_dir,
+)
+from otseg_hf.world.splits import GENERATED, GENERATED_SPLIT_SEEDS, generated_dataset
+
+logger = logging.getLogger(__name__)
+MODEL_CLASSES = {"otseg": OTSegForSemanticSegmentation, "zegot": ZegOTForSemanticSegmentation}
+
+
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -10,12 +10,9 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-import PIL.Image
-
+# only what `--help` and usage errors need: torch and transformers are imported after the arguments are parsed
+from ..cli.choices import WORLD_OTSEG_DIR
 from ..cli.conventions import model_source, quiet_libraries, run_cli
-from ..world.demo import images_with_unseen_classes
-from ..world.splits import WORLD_OTSEG_DIR
 from .interface import build_app, load_segmenter, parse_args
 
 EXAMPLE_SCALE = 4  # the world's 64-pixel images, upscaled (nearest) to be seen in a page
@@ -23,6 +20,11 @@ EXAMPLE_SCALE = 4  # the world's 64-pixel images, upscaled (nearest) to be seen 
 
 def world_examples(folder: Path, count: int = 4) -> list[str]:
     """PNGs of generated world images that show unseen classes (not trained on, not in the metric table)."""
+    import numpy as np
+    import PIL.Image
+
+    from ..world.demo import images_with_unseen_classes
+
     paths = []
     for index, (image, _) in enumerate(images_with_unseen_classes(count)):
         picture = PIL.Image.fromarray(np.asarray(image, dtype=np.uint8))

@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..convert.checkpoint import SETTING_ALIASES, SETTINGS, convert_checkpoint
-from ..data.splits import DATASETS
+# only what `--help` and usage errors need: torch and transformers are imported after the arguments are parsed
+from .choices import DATASET_NAMES, SETTING_ALIASES, SETTINGS
 from .conventions import HelpFormatter, add_debug_argument, run_cli
 
 
@@ -27,7 +27,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, type=Path, help="output folder (must not exist or be empty)")
     parser.add_argument(
         "--dataset",
-        choices=sorted(DATASETS),
+        choices=sorted(DATASET_NAMES),
         help="dataset preset: class names, unseen ids, templates, window",
     )
     parser.add_argument(
@@ -61,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    from ..convert.checkpoint import convert_checkpoint
+
     try:
         convert_checkpoint(
             args.checkpoint,

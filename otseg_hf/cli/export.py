@@ -20,11 +20,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from transformers import AutoModelForSemanticSegmentation
-
-from ..hub.folders import MODEL_CLASSES, default_image_processor, push_otseg_folder, save_otseg_folder
-from ..model.image_processing_otseg import OTSegImageProcessor
-from ..model.processing_otseg import load_tokenizer
+# only what `--help` and usage errors need: torch and transformers are imported after the arguments are parsed
 from .conventions import HelpFormatter, add_debug_argument, model_source, quiet_libraries, run_cli
 
 
@@ -126,7 +122,6 @@ def existing_card_data(model: str) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    quiet_libraries()
     source = model_source(args.model, "MODEL")
     if args.space is not None and args.space.exists():
         raise ValueError(f"--space {args.space} exists already; give a new folder")
@@ -138,6 +133,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise ValueError('--onnx needs the onnx extra: pip install "otseg-hf[onnx]"') from error
     card_data = existing_card_data(args.model)
     eval_results = read_eval_results(args, card_data)  # errors before anything is loaded or written
+    quiet_libraries()
+    from transformers import AutoModelForSemanticSegmentation
+
+    from ..hub.folders import MODEL_CLASSES, default_image_processor, push_otseg_folder, save_otseg_folder
+    from ..model.image_processing_otseg import OTSegImageProcessor
+    from ..model.processing_otseg import load_tokenizer
+
     model = AutoModelForSemanticSegmentation.from_pretrained(source)  # classes registered by otseg_hf
     if not isinstance(model, MODEL_CLASSES):
         raise ValueError(f"{args.model} holds a {type(model).__name__}, not an OTSeg or ZegOT model")

@@ -19,19 +19,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-import PIL.Image
-from tqdm.auto import tqdm
-from transformers import AutoModelForSemanticSegmentation
-
-from ..app.drawing import label_map_image, overlay, palette, segments_to_label_map
-from ..hub.checks import check_model_folder
-from ..model.image_processing_otseg import OTSegImageProcessor
-from ..model.modeling_otseg import OTSegForSemanticSegmentation
-from ..model.modeling_zegot import ZegOTForSemanticSegmentation
-from ..model.pipeline_otseg import OTSegImageSegmentationPipeline, OTSegZeroShotImageSegmentationPipeline
-from ..model.processing_otseg import check_class_names, load_tokenizer
-from ..model.sliding_window import check_window
+# only what `--help` and usage errors need: torch and transformers are imported after the arguments are parsed
+from ..app.drawing import palette
 from .conventions import HelpFormatter, add_debug_argument, model_source, quiet_libraries, run_cli
 
 
@@ -65,6 +54,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def build_pipeline(args: argparse.Namespace):
+    from transformers import AutoModelForSemanticSegmentation
+
+    from ..model.image_processing_otseg import OTSegImageProcessor
+    from ..model.modeling_otseg import OTSegForSemanticSegmentation
+    from ..model.modeling_zegot import ZegOTForSemanticSegmentation
+    from ..model.pipeline_otseg import OTSegImageSegmentationPipeline, OTSegZeroShotImageSegmentationPipeline
+    from ..model.processing_otseg import check_class_names, load_tokenizer
+
     source = model_source(args.model, "--model")
     model = AutoModelForSemanticSegmentation.from_pretrained(source).eval()  # classes registered by otseg_hf
     if not isinstance(model, (OTSegForSemanticSegmentation, ZegOTForSemanticSegmentation)):
@@ -128,6 +125,8 @@ def check_arguments(args: argparse.Namespace) -> None:
             "would get no prediction"
         )
     check_device(args.device)
+    from ..hub.checks import check_model_folder
+
     check_model_folder(args.model)
 
 
@@ -150,8 +149,15 @@ def check_device(device: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    check_arguments(args)  # the numbers and paths first: a mistake there is reported before torch loads
+    import numpy as np
+    import PIL.Image
+    from tqdm.auto import tqdm
+
+    from ..app.drawing import label_map_image, overlay, segments_to_label_map
+    from ..model.sliding_window import check_window
+
     quiet_libraries()
-    check_arguments(args)
     segmenter = build_pipeline(args)
     labels = args.labels or segmenter.model.config.class_names
     call = {"window_size": args.window_size, "stride": args.stride, "threshold": args.threshold or None}

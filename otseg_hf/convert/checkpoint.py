@@ -20,6 +20,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..cli.choices import SETTING_ALIASES, SETTINGS
 from ..data.splits import DATASETS, resolve_vocabulary
 from ..hub.folders import default_image_processor, save_otseg_folder
 from ..model.configuration_otseg import CONTEXT_PROMPT_TEMPLATES, VOC_PROMPT_TEMPLATES
@@ -48,8 +49,6 @@ from .shapes import infer_config, text_config_from_openai
 # SHA-256 of OpenAI's ViT-B/16 file (it is part of OpenAI's download URL; the `clip` package checks it)
 OPENAI_VIT_B16_SHA256 = "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f"
 
-SETTINGS = ("inductive", "transductive", "fully_supervised")
-SETTING_ALIASES = {"fully-supervised": "fully_supervised"}  # the converter's spelling before; still accepted
 
 
 def convert_checkpoint(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-HEAD_INITS = ("reference", "clip")
+from ..cli.choices import HEAD_INITS
 
 
 def _pass_text_through(descriptor: nn.Module) -> None:

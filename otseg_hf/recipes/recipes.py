@@ -15,11 +15,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from ..cli.choices import SETTINGS
 from ..data.splits import DATASETS, DatasetSplit
 from ..world.splits import GENERATED, WORLD_CLIP_DIR
 from .initialization import HEAD_INITS
 
-SETTINGS = ("inductive", "transductive", "fully_supervised")
 CUSTOM = "custom"  # the dataset of the recipe for your own data (`RECIPES["custom"]`, see `adapt_to_data`)
 MODEL_TYPES = ("otseg", "zegot")
 CLIP_VIT_B16 = "openai/clip-vit-base-patch16"

@@ -3,18 +3,13 @@ ships for the offline zero-shot world."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from ..cli.choices import PRETRAINED_DIR, WORLD_CLIP_DIR, WORLD_OTSEG_DIR, WORLD_OTSEG_TRANSDUCTIVE_DIR
 from ..data.splits import DatasetSplit
 from .scenes import WORLD_SEEDS, WORLD_V2_CLASS_NAMES, WORLD_V2_UNSEEN_LABEL_IDS, WorldScenes
 from .shapes import OBJECT_TEMPLATES, SYNTHETIC_CLASS_NAMES, SYNTHETIC_UNSEEN_LABEL_IDS, SyntheticShapes
 
-# checkpoints shipped with the package (the offline zero-shot world): the tiny CLIP and OTSeg trained on it,
-# inductive and transductive
-PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
-WORLD_CLIP_DIR = PRETRAINED_DIR / "world-clip"
-WORLD_OTSEG_DIR = PRETRAINED_DIR / "world-otseg"
-WORLD_OTSEG_TRANSDUCTIVE_DIR = PRETRAINED_DIR / "world-otseg-transductive"
+# the checkpoints shipped with the package (the offline zero-shot world: the tiny CLIP and OTSeg trained on it,
+# inductive and transductive) are PRETRAINED_DIR's WORLD_*_DIR, defined in cli/choices.py (the scripts' defaults)
 
 SYNTHETIC = DatasetSplit(
     name="synthetic",
