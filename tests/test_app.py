@@ -21,7 +21,7 @@ import PIL.Image
 import pytest
 
 from otseg_hf.app.drawing import palette
-from otseg_hf.world.shapes import SyntheticShapes
+from otseg_hf.world.scenes import WorldScenes
 from otseg_hf.world.splits import WORLD_OTSEG_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,7 +98,7 @@ def test_app_segments_an_uploaded_image_in_a_browser(browser, app_url, tmp_path)
 
     started = time.monotonic()
     # an image of the world with known classes (upscaled so that the page shows it)
-    world = SyntheticShapes.world(image_size=64)
+    world = WorldScenes(image_size=64)
     image, label = world.generate(3, seed=5)
     picture = PIL.Image.fromarray(np.asarray(image, dtype=np.uint8)).resize((128, 128), PIL.Image.NEAREST)
     upload = tmp_path / "upload.png"

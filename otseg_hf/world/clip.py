@@ -1,19 +1,19 @@
-"""The zero-shot world's CLIP: a tokenizer for its captions, a tiny CLIP, its data, losses and evaluations.
+"""The zero-shot world's CLIP: a tokenizer for its captions, a tiny CLIP, its batches and losses.
 
-The world (`SyntheticShapes.world()`) has 20 classes "<colour> <shape>", 5 of them unseen by OTSeg's
-training. A tiny `CLIPModel` is pretrained contrastively on captioned scenes (see
+A tiny `CLIPModel` is pretrained contrastively on world v2's captioned scenes (`otseg_hf.world.captions`,
 `training/pretrain_clip.py`), with two losses and no mask:
 
 - scene-caption: CLIP's symmetric InfoNCE between the image embedding (CLS) and the caption;
 - patch-phrase: multiple-instance grounding of the patch tokens, taken through `post_layernorm` and
   `visual_projection` as OTSeg reads them: for every phrase true of an object in the image ("a photo
-  of a striped red circle.", "a photo of a red shape.", "a photo of a circle.", ...), the image's
+  of a striped red shape.", "a photo of a red shape.", "a photo of a circle.", ...), the image's
   best-matching patches must match it better than the phrases true of nothing in it. So the dense
   tokens carry meaning too, learnt from captions alone, for every class the captions name.
 
 ```python
 >>> from otseg_hf.world.clip import world_clip_config, world_clip_tokenizer
->>> tokenizer = world_clip_tokenizer()  # one token per word of the world
+>>> from otseg_hf.world.scenes import world_v2_words
+>>> tokenizer = world_clip_tokenizer(world_v2_words())  # one token per word of the world
 >>> tokenizer.tokenize("a photo of a red circle.")
 ['a</w>', 'photo</w>', 'of</w>', 'a</w>', 'red</w>', 'circle</w>', '.</w>']
 >>> model = CLIPModel(world_clip_config(tokenizer))
@@ -22,7 +22,6 @@ training. A tiny `CLIPModel` is pretrained contrastively on captioned scenes (se
 
 from __future__ import annotations
 
-import copy
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -31,46 +30,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from ..testing import char_clip_tokenizer
-from .shapes import (
-    CAPTION_WORDS,
-    GENERIC_NOUN,
-    PATTERNS,
-    Scene,
-    SceneObject,
-    SyntheticShapes,
-    caption_scene,
-)
+from .shapes import GENERIC_NOUN
 
 PATCH_PROMPT = "a photo of a {}."
-MAX_TEXT_LENGTH = 40  # tokens; the longest caption (three objects, every word) has 31
+MAX_TEXT_LENGTH = 40  # tokens; world v2's longest caption has 32 (3000 pretraining scenes)
 
 Attributes = tuple[str | None, str | None, str | None]  # (texture, colour, shape); None: unsaid
-
-
-def object_attributes(item: SceneObject) -> Attributes:
-    """(texture, colour, shape) of a drawn object; a pattern is a texture without a colour."""
-    if item.style in PATTERNS:
-        return (item.style, None, item.shape)
-    return (item.texture, item.style, item.shape)
-
-
-def descriptions(attributes: Attributes) -> list[Attributes]:
-    """The phrases that describe an object, from the full one to single attributes:
-    (t, c, s), (-, c, s), (-, c, -), (-, -, s), (t, -, -); duplicates and empty ones left out."""
-    texture, colour, shape = attributes
-    forms = [
-        (texture, colour, shape),
-        (None, colour, shape),
-        (None, colour, None),
-        (None, None, shape),
-        (texture, None, None),
-    ]
-    return [form for form in dict.fromkeys(forms) if form[1] is not None or form[2] is not None or form[0]]
 
 
 def description_text(attributes: Attributes) -> str:
@@ -121,8 +90,8 @@ def _merge(word: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def world_clip_tokenizer(words: Sequence[str] = CAPTION_WORDS) -> CLIPTokenizer:
-    """A CLIP tokenizer with one token per word of `words` (default: every caption word of the world).
+def world_clip_tokenizer(words: Sequence[str]) -> CLIPTokenizer:
+    """A CLIP tokenizer with one token per word of `words` (e.g. `world_v2_words()`, every word of the world).
 
     The vocabulary is CLIP's 512 byte-level characters (alone and word-final, as in
     `char_clip_tokenizer`), then the merged symbols, then <|startoftext|> and <|endoftext|> (also
@@ -159,7 +128,7 @@ def world_clip_config(
     """A tiny CLIP for `tokenizer` (its vocabulary size and special ids), 4 heads of 16 or 32 dims.
 
     Args:
-        tokenizer: the text side's tokenizer, e.g. `world_clip_tokenizer()`.
+        tokenizer: the text side's tokenizer, e.g. `world_clip_tokenizer(world_v2_words())`.
         image_size: side of the square images; a multiple of `patch_size`.
         patch_size: side of the square patches.
         vision_hidden_size: width of the ViT; a multiple of 4.
@@ -212,78 +181,18 @@ def pixel_values_from_images(images: np.ndarray) -> torch.Tensor:
     return (pixels - mean) / std
 
 
-def patch_instances(scene: Scene, patch_size: int) -> np.ndarray:
-    """(h w,) index of the object covering at least half of each patch's pixels, -1 where none does."""
-    height, width = scene.instances.shape
-    if height % patch_size or width % patch_size:
-        raise ValueError(f"image size {(height, width)} is not a multiple of patch_size {patch_size}")
-    # (H, W) -> (h, w, p*p): the pixels of each patch
-    grid = scene.instances.reshape(height // patch_size, patch_size, width // patch_size, patch_size)
-    grid = grid.transpose(0, 2, 1, 3).reshape(-1, patch_size * patch_size)
-    if not scene.objects:
-        return np.full(grid.shape[0], -1)
-    counts = np.stack([(grid == number).sum(-1) for number in range(len(scene.objects))], -1)
-    best = counts.argmax(-1)
-    return np.where(counts.max(-1) * 2 >= patch_size * patch_size, best, -1)
-
-
-class WorldCaptions(Dataset):
-    """Scene-caption pairs of the world: item i is scene i of `seed` of `worlds[i % len(worlds)]`.
-
-    Args:
-        worlds: the generators, taken in turn (e.g. three of scenes and one of close-ups); or one.
-        num_items: the dataset's length.
-        seed: seed of the scenes (and, with `seed`, of the captions).
-        label_ids: classes the scenes may show (default: all); `world.seen_label_ids` for data that
-            never shows an unseen class.
-        min_visible: share of an object that must show for the caption to name it.
-
-    Items are dicts: `image` (H, W, 3) uint8, `caption` str and `objects`, the `object_attributes`
-    of the objects the caption names. No mask is used.
-    """
-
-    def __init__(
-        self,
-        worlds: SyntheticShapes | Sequence[SyntheticShapes],
-        num_items: int,
-        seed: int = 0,
-        label_ids: Sequence[int] | None = None,
-        min_visible: float = 0.5,
-    ):
-        if num_items < 1:
-            raise ValueError(f"num_items must be positive, got {num_items}")
-        self.worlds = [worlds] if isinstance(worlds, SyntheticShapes) else list(worlds)
-        if not self.worlds:
-            raise ValueError("worlds must hold at least one generator")
-        self.num_items, self.seed = num_items, seed
-        self.label_ids = label_ids
-        self.min_visible = min_visible
-
-    def __len__(self) -> int:
-        return self.num_items
-
-    def __getitem__(self, index: int) -> dict:
-        world = self.worlds[index % len(self.worlds)]
-        scene = world.generate_scene(index, self.seed, label_ids=self.label_ids)
-        caption = caption_scene(scene, np.random.default_rng([self.seed, index, 1]), self.min_visible)
-        named = [
-            object_attributes(item) for item in scene.objects if item.visible_fraction >= self.min_visible
-        ]
-        return {"image": scene.image, "caption": caption, "objects": named}
-
-
 class WorldCollator:
-    """Batches `WorldCaptions` items: pixel values, tokenized captions and phrases, and which is true.
+    """Batches `SceneCaptions` items: pixel values, tokenized captions and phrases, and which is true.
 
     Returns a dict of tensors:
         pixel_values (B, 3, H, W); caption_ids, caption_mask (B, L); caption_groups (B,), equal for
-        equal captions; phrase_ids, phrase_mask (P, L') for the `descriptions` of the batch's named
-        objects, P distinct; phrase_truth (B, P), 1 where a phrase describes an object of the image.
+        equal captions; phrase_ids, phrase_mask (P, L') for the phrases `describe` gives of the batch's
+        named objects, P distinct; phrase_truth (B, P), 1 where a phrase describes an object of the image.
     """
 
-    def __init__(self, tokenizer: CLIPTokenizer, describe=descriptions):
+    def __init__(self, tokenizer: CLIPTokenizer, describe):
         self.tokenizer = tokenizer
-        self.describe = describe  # attributes -> the phrases true of them (`descriptions` by default)
+        self.describe = describe  # attributes -> the phrases true of them, e.g. `scene_descriptions`
 
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
         captions = [item["caption"] for item in items]
@@ -419,88 +328,18 @@ class WorldCLIPPretrainer(nn.Module):
         return {"loss": loss, "caption_loss": caption_loss.detach(), "patch_loss": patch_loss.detach()}
 
 
-# ----------------------------------------------------------------------------------------------------
-# zero-shot evaluation
-# ----------------------------------------------------------------------------------------------------
-@torch.no_grad()
-def zero_shot_accuracy(
-    clip: CLIPModel,
-    tokenizer: CLIPTokenizer,
-    world: SyntheticShapes,
-    num_images: int = 400,
-    seed: int = 1_000_000,
-    template: str = PATCH_PROMPT,
-    batch_size: int = 100,
-) -> dict[str, float]:
-    """Zero-shot classification among all of `world.class_names` with prompts `template`.
-
-    - image: single-object images of every class (one shape per image, `num_images` of them),
-      classified by the image embedding;
-    - patch: the patches of `num_images` ordinary scenes that one object covers at least half of,
-      classified by their patch embeddings.
-
-    Returns accuracies (0..1), averaged over classes: `image_seen`, `image_unseen`, `patch_seen`,
-    `patch_unseen` (seen / unseen classes of `world`), and `image_all`, `patch_all` over all classes;
-    a class without samples is left out of the mean.
-    """
-    was_training = clip.training
-    clip.eval()
-    device = clip.logit_scale.device
-    tokens = tokenizer(
-        [template.format(name) for name in world.class_names], padding=True, return_tensors="pt"
-    )
-    class_embeds = text_embeddings(clip, tokens["input_ids"].to(device), tokens["attention_mask"].to(device))
-    patch_size = clip.config.vision_config.patch_size
-    single = copy.copy(world)  # the same world, one shape per image
-    single.shapes_per_image = (1, 1)
-    num_classes = len(world.class_names)
-    correct = {"image": np.zeros(num_classes), "patch": np.zeros(num_classes)}
-    total = {"image": np.zeros(num_classes), "patch": np.zeros(num_classes)}
-    for start in range(0, num_images, batch_size):
-        indices = range(start, min(start + batch_size, num_images))
-        for kind, generator in (("image", single), ("patch", world)):
-            scenes = [generator.generate_scene(index, seed) for index in indices]
-            pixels = pixel_values_from_images(np.stack([scene.image for scene in scenes])).to(device)
-            image_embeds, patch_embeds = image_and_patch_embeddings(clip, pixels)
-            if kind == "image":
-                truth = np.array([scene.objects[0].label_id for scene in scenes])
-                predicted = (image_embeds @ class_embeds.t()).argmax(-1).cpu().numpy()
-            else:
-                owners = np.stack([patch_instances(scene, patch_size) for scene in scenes])  # (B, M)
-                ids = [np.array([item.label_id for item in scene.objects] + [-1]) for scene in scenes]
-                truth = np.stack([lookup[owner] for lookup, owner in zip(ids, owners)]).ravel()
-                predicted = (patch_embeds @ class_embeds.t()).argmax(-1).cpu().numpy().ravel()
-                predicted, truth = predicted[truth >= 0], truth[truth >= 0]
-            np.add.at(total[kind], truth, 1)
-            np.add.at(correct[kind], truth, predicted == truth)
-    clip.train(was_training)
-    results = {}
-    for kind in ("image", "patch"):
-        for split, ids in (("seen", world.seen_label_ids), ("unseen", world.unseen_label_ids), ("all", None)):
-            ids = list(range(num_classes)) if ids is None else ids
-            ids = [i for i in ids if total[kind][i] > 0]
-            accuracy = np.mean(correct[kind][ids] / total[kind][ids]) if ids else float("nan")
-            results[f"{kind}_{split}"] = float(accuracy)
-    return results
-
-
 __all__ = [
     "PATCH_PROMPT",
     "describes",
     "description_text",
-    "descriptions",
-    "object_attributes",
     "WorldCLIPPretrainer",
-    "WorldCaptions",
     "WorldCollator",
     "grouped_contrastive_loss",
     "image_and_patch_embeddings",
     "learn_merges",
-    "patch_instances",
     "patch_phrase_loss",
     "pixel_values_from_images",
     "text_embeddings",
     "world_clip_config",
     "world_clip_tokenizer",
-    "zero_shot_accuracy",
 ]
