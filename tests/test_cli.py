@@ -15,7 +15,8 @@ from otseg_hf import (
     OTSegImageProcessor,
     OTSegZeroShotImageSegmentationPipeline,
 )
-from otseg_hf.cli.segment import main, palette
+from otseg_hf.app.drawing import palette
+from otseg_hf.cli.segment import main
 from otseg_hf.model.pipeline_otseg import save_pipeline_folder
 
 

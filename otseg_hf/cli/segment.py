@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 # only what `--help` and usage errors need: torch and transformers are imported after the arguments are parsed
-from ..app.drawing import palette
 from .conventions import HelpFormatter, add_debug_argument, model_source, quiet_libraries, run_cli
 
 
@@ -154,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     import PIL.Image
     from tqdm.auto import tqdm
 
-    from ..app.drawing import label_map_image, overlay, segments_to_label_map
+    from ..app.drawing import label_map_image, overlay, palette, segments_to_label_map
     from ..model.sliding_window import check_window
 
     quiet_libraries()
