@@ -83,11 +83,12 @@ def test_frozen_baseline_reproduces_its_table(baseline_results):
 def test_transductive_training_lifts_the_unseen_classes(shipped_results):
     inductive = shipped_results[WORLD_OTSEG_DIR.name][1]
     transductive = shipped_results[WORLD_OTSEG_TRANSDUCTIVE_DIR.name][1]
-    assert transductive["unseen_mean_iou"] > inductive["unseen_mean_iou"] + 0.05
+    assert transductive["unseen_mean_iou"] > inductive["unseen_mean_iou"]  # issue 13's goal, as it is stated
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13's goal is not met yet: the shipped inductive OTSeg (200 steps "
-                   "on the shared CPU) scores below its own frozen CLIP; see the README's world table")  # fmt: skip
+@pytest.mark.xfail(strict=True, reason="issue 13's goal is not met yet: the shipped inductive OTSeg (its head "
+                   "started as the frozen CLIP's matcher, 100 steps) scores a little below its own frozen CLIP; see "
+                   "the README's world table")  # fmt: skip
 def test_trained_otseg_beats_its_frozen_clip(shipped_results, baseline_results):
     inductive = shipped_results[WORLD_OTSEG_DIR.name][1]
     assert inductive["harmonic_mean_iou"] >= baseline_results["harmonic_mean_iou"] + 0.10
