@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -111,7 +112,8 @@ def train(args, name: str, seed: int, work: Path) -> Path | None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "PYTHONPATH": str(ROOT)}
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, env=env)
-    if result.returncode != 0 and "FloatingPointError" in result.stderr:
+    # train.py stops at a non-finite loss with one line ("the loss is nan at step N"; the traceback with --debug)
+    if result.returncode != 0 and re.search(r"FloatingPointError|the loss is (nan|inf|-inf) at step", result.stderr):
         print(f"{name} seed {seed}: diverged (non-finite loss)", file=sys.stderr, flush=True)
         return None
     if result.returncode != 0:

@@ -38,7 +38,16 @@ def test_world_table_benchmark_smoke(tmp_path):
         "benchmarks/ablation_world.py", "--seeds", "0", "--max-steps", "2", "--num-train-images", "16",
         "--num-eval-images", "4", "--runs", "otseg", "transductive", "--jobs", "1", "--json", str(tmp_path / "t.json"),
     )  # fmt: skip
-    for row in ("patch-grid oracle", "frozen CLIP (baseline)", "otseg (penalty 0.1)", "otseg (penalty 0.05)",
+    from otseg_hf.recipes import RECIPES
+
+    penalty = RECIPES["otseg-world-inductive"].model_overrides["seen_class_penalty"]
+    for row in ("patch-grid oracle", "frozen CLIP (baseline)", "otseg (penalty 0.1)", f"otseg (penalty {penalty})",
                 "otseg MPS path only", "otseg decoder path only", "transductive"):  # fmt: skip
         assert f"| {row}" in out, row
     assert (tmp_path / "t.json").exists()
+
+
+def test_world_linear_probe_smoke():
+    out = run("benchmarks/world_linear_probe.py", "--num-train-images", "8", "--num-eval-images", "4", "--steps", "2")
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "seen |" in line]
+    assert len(rows) == 26 and "| **mean** |" in out

@@ -330,6 +330,35 @@ def test_decoder_layer_matches_transcription(make_model):
     close(new_queries, ref_queries)
 
 
+class _FixedMap(torch.nn.Module):
+    """A decoder layer stand-in that returns a given similarity map."""
+
+    def __init__(self, layer_map):
+        super().__init__()
+        self.layer_map = layer_map
+
+    def forward(self, queries, memory, options=None):
+        return queries, self.layer_map
+
+
+def test_decoder_gate_stays_finite_where_the_sigmoid_would_underflow(make_model):
+    """Softmax matching makes maps far below -88, where sigmoid(map) is 0 in float32 and the gradient of
+    sigmoid(map) ** (1/2) infinite: the gate's floor keeps the value (the last map times a gate of ~0) and
+    gives finite gradients. Within [-N, N], where Sinkhorn maps lie, the gate is the spec's to the bit."""
+    decoder = make_model().head.decoder
+    first = torch.tensor([[[-200.0, -3.0, 0.5, 2.0]]], requires_grad=True)  # (B, K, M)
+    second = torch.tensor([[[-150.0, 1.0, -1.0, 3.0]]], requires_grad=True)
+    last = torch.tensor([[[4.0, -2.0, 1.5, 0.25]]], requires_grad=True)
+    decoder.layers = torch.nn.ModuleList([_FixedMap(first), _FixedMap(second), _FixedMap(last)])
+    logits = decoder(torch.zeros(1, 1, 1, 16), torch.zeros(1, 4, 16))
+    logits.sum().backward()
+    for tensor in (first, second, last):
+        assert torch.isfinite(tensor.grad).all()
+    expected = last * first.sigmoid() ** 0.5 * second.sigmoid() ** 0.5  # the spec's formula
+    assert torch.equal(logits[..., 1:], expected[..., 1:])
+    assert abs(logits[0, 0, 0].item()) < 1e-30
+
+
 def test_last_decoder_layer_has_only_query_and_key_projections(make_model):
     # spec section 5: the last layer's value/output projections, FFN and norms never influence an output
     model = make_model()

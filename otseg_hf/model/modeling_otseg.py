@@ -141,6 +141,9 @@ class OTSegDecoderLayer(nn.Module):
         return queries, layer_map
 
 
+GATE_FLOOR = -80.0  # decoder gates: sigmoid(-80) = 1.8e-35, still a normal float32
+
+
 class OTSegDecoder(nn.Module):
     """Multi-prompt Sinkhorn attention decoder (MPSA). Output: the last layer's map weighted by the
     geometric mean of the sigmoid of the earlier maps (spec section 5)."""
@@ -163,7 +166,10 @@ class OTSegDecoder(nn.Module):
         for layer_map in maps[:-1]:
             # sigmoid image by image: torch's vectorised and scalar sigmoid differ in the last bit, and which
             # elements take which path depends on the tensor's size, so a batched sigmoid depends on the batch
-            gate = torch.stack([image_map.sigmoid() for image_map in layer_map])
+            # the floor keeps sigmoid(map) a normal float: below about -88 it underflows to 0, where the
+            # gradient of gate ** (1/2) is infinite and the step NaN. Sinkhorn maps lie in [-N, N] (N prompts),
+            # so it never acts on them; softmax matching (maps up to M N) needs it
+            gate = torch.stack([image_map.clamp(min=GATE_FLOOR).sigmoid() for image_map in layer_map])
             logits = logits * gate**exponent
         return logits
 
