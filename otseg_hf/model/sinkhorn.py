@@ -198,6 +198,98 @@ def _iterate_compiled(cost, log_mu, log_nu, epsilon, max_iter, tol, groups=None)
     return select(done, final_u, u), select(done, final_v, v), n_iter
 
 
+class _SinkhornLoopWithGrad(torch.autograd.Function):
+    """`_iterate_compiled`'s loop with a gradient, for `torch.compile` of a training step.
+
+    torch's own autograd of `while_loop` (torch 2.13) gets the gradient of a tensor that every iteration reads
+    (the cost here) wrong after more than two iterations, so the loop is run without autograd and differentiated
+    by hand, as `_SinkhornRecompute` does eagerly: the forward pass is a `while_loop` that also stacks the
+    potentials of every iteration it runs (torch's `while_loop_stack_output`, (iterations, B, M) and
+    (iterations, B, N)); the backward pass is a `while_loop` that walks them back with the same two steps per
+    iteration as `_SinkhornRecompute.backward`. Both graphs hold one iteration, whatever `max_iter` is. The
+    stopping rule is `_iterate_compiled`'s (per group with `groups`; `tol <= 0`: exactly `max_iter`
+    iterations). Returns `(plan, u, v, iteration numbers (iterations,))`.
+    """
+
+    @staticmethod
+    def forward(ctx, cost, log_mu, log_nu, epsilon, max_iter, tol, groups):
+        from torch._higher_order_ops.while_loop import while_loop_stack_output_op  # private, traced only
+
+        batch, m, n = cost.shape
+        num_groups = 1 if groups is None else groups
+
+        def cond(it, u, v, done, cost, log_mu, log_nu):
+            return (it < max_iter) & ~done.all()
+
+        def body(it, u, v, done, cost, log_mu, log_nu):
+            u_new = _update_u(u, v, cost, log_mu, epsilon)
+            v_new = v + epsilon * (log_nu - torch.logsumexp(_kernel(u_new, v, cost, epsilon), dim=1))
+            if tol > 0:
+                done = done | (_errors(u_new, u, groups).view(num_groups) < tol)
+            return it + 1, u_new, v_new, done.clone()
+
+        state = (
+            torch.zeros((), dtype=torch.long, device=cost.device),
+            cost.new_zeros(batch, m),
+            cost.new_zeros(batch, n),
+            torch.zeros(num_groups, dtype=torch.bool, device=cost.device),
+        )
+        its, us, vs, dones = while_loop_stack_output_op(cond, body, state, (cost, log_mu, log_nu))
+        # group g's plan is that of its first converged iteration (1-based), or of the last one run
+        steps = us.shape[0]
+        ends = torch.where(dones.any(0), dones.int().argmax(0), steps - 1)  # (groups,) indices into us
+        group = torch.arange(num_groups, device=cost.device)
+        u = us.view(steps, num_groups, -1, m)[ends, group].reshape(batch, m)
+        v = vs.view(steps, num_groups, -1, n)[ends, group].reshape(batch, n)
+        plan = torch.exp(_kernel(u, v, cost, epsilon))
+        ctx.save_for_backward(cost, plan, us, vs, ends)
+        ctx.epsilon = epsilon
+        ctx.mark_non_differentiable(u, v, its)
+        # the stacked iteration numbers are returned whole: their length is the loop's data-dependent size,
+        # which a traced autograd.Function must return
+        return plan, u, v, its
+
+    @staticmethod
+    def backward(ctx, grad_plan, _grad_u, _grad_v, _grad_its):
+        from torch._higher_order_ops import while_loop  # private in torch 2.x; traced only
+
+        cost, plan, us, vs, ends = ctx.saved_tensors
+        epsilon = ctx.epsilon
+        steps, num_groups = us.shape[0], ends.shape[0]
+        # potentials before each iteration t = 1..steps: index t - 1 of these, after it: index t
+        hist_u = torch.cat([torch.zeros_like(us[:1]), us])
+        hist_v = torch.cat([torch.zeros_like(vs[:1]), vs])
+        scaled_cost = cost / epsilon
+        ends = (ends + 1).repeat_interleave(cost.shape[0] // num_groups).unsqueeze(1)  # (B, 1) iterations
+
+        def softmax_kernel(u, v, dim):
+            return torch.softmax((u / epsilon).unsqueeze(2) + (v / epsilon).unsqueeze(1) - scaled_cost, dim=dim)
+
+        grad_z = grad_plan * plan
+        end_grad_u, end_grad_v = grad_z.sum(2) / epsilon, grad_z.sum(1) / epsilon
+
+        def cond(t, grad_u, grad_v, grad_cost):
+            return t > 0
+
+        def body(t, grad_u, grad_v, grad_cost):
+            # the gradient of the problems whose plan is iteration t's enters here (zero before, going back)
+            grad_u = torch.where(ends == t, end_grad_u, grad_u)
+            grad_v = torch.where(ends == t, end_grad_v, grad_v)
+            u_t = hist_u.index_select(0, t.view(1)).squeeze(0)
+            u_prev = hist_u.index_select(0, (t - 1).view(1)).squeeze(0)
+            v_prev = hist_v.index_select(0, (t - 1).view(1)).squeeze(0)
+            weighted = softmax_kernel(u_t, v_prev, 1) * grad_v.unsqueeze(1)
+            grad_u = grad_u - weighted.sum(2)
+            grad_cost = grad_cost + weighted
+            weighted = softmax_kernel(u_prev, v_prev, 2) * grad_u.unsqueeze(2)
+            return t - 1, torch.zeros_like(grad_u), -weighted.sum(1), grad_cost + weighted
+
+        start = torch.full((), steps, dtype=torch.long, device=cost.device)
+        state = (start, torch.zeros_like(end_grad_u), torch.zeros_like(end_grad_v), grad_z / -epsilon)
+        grad_cost = while_loop(cond, body, state)[3]
+        return grad_cost, None, None, None, None, None, None
+
+
 class _SinkhornRecompute(torch.autograd.Function):
     """Sinkhorn with an exact backward through the unrolled iterations that keeps only the potentials and
     recomputes the (B, M, N) kernels in reverse order.
@@ -376,7 +468,12 @@ def log_sinkhorn(
     if grad_mode == "detach":
         cost = cost.detach()
     with torch.autocast(cost.device.type, enabled=False):  # float32 even under autocast
-        if compiling:
+        if compiling and cost.requires_grad and torch.is_grad_enabled():
+            plan, u, v, iterations = _SinkhornLoopWithGrad.apply(
+                cost, log_mu, log_nu, epsilon, max_iter, tol, stop_groups
+            )
+            n_iter = iterations[-1]
+        elif compiling:
             u, v, n_iter = _iterate_compiled(cost, log_mu, log_nu, epsilon, max_iter, tol, stop_groups)
             plan = torch.exp(_kernel(u, v, cost, epsilon))
         elif (
