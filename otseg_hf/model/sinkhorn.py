@@ -21,8 +21,12 @@ stay on the device and are read once every `check_every` iterations; the potenti
 iteration in that window are kept (they are small: (B, M) and (B, N)), so the result is the one of
 the first converged iteration exactly as if it had been checked every time. Under `torch.compile`
 (and `torch.export`) the loop is a `while_loop` whose condition is the same stopping rule, so the
-graph holds one iteration whatever `max_iter` is; with `tol <= 0` it is a plain unrolled loop with
-no host synchronisation (compile time grows with `max_iter`).
+graph holds one iteration whatever `max_iter` is; with `tol <= 0` and no gradient it is a plain unrolled
+loop with no data-dependent control flow (compile time grows with `max_iter`). With a gradient (a compiled
+training step) it is `_SinkhornLoopWithGrad`: a `while_loop` that keeps every iteration's potentials and a
+hand-written backward `while_loop`, for `tol <= 0` too. No Python-level host read is traced in any of these
+(`fullgraph=True` compiles them); the compiled program evaluates a `while_loop`'s condition once per
+iteration.
 
 References:
     Cuturi, "Sinkhorn Distances: Lightspeed Computation of Optimal Transport", NeurIPS 2013.
@@ -73,9 +77,22 @@ def _kernel(u: torch.Tensor, v: torch.Tensor, cost: torch.Tensor, epsilon: float
     return (u.unsqueeze(2) + v.unsqueeze(1) - cost) / epsilon
 
 
-def _update_u(u, v, cost, log_mu, epsilon):
+def _logsumexp_kernel(u, v, cost, epsilon, dim, buffer=None):
+    """`torch.logsumexp(_kernel(u, v, cost, epsilon), dim)`. With `buffer` (an empty (B, M, N) tensor; no autograd)
+    the kernel is built in it and reduced in place: the operations of `torch.logsumexp` (max, with infinite
+    maxima replaced by 0; exp of the difference; sum; log; plus the max) in the same order on the same values,
+    so the same numbers to the bit, without allocating five (B, M, N) temporaries per call."""
+    if buffer is None:
+        return torch.logsumexp(_kernel(u, v, cost, epsilon), dim=dim)
+    torch.add(u.unsqueeze(2), v.unsqueeze(1), out=buffer).sub_(cost).div_(epsilon)
+    maxes = buffer.amax(dim, keepdim=True)
+    maxes.masked_fill_(maxes.abs() == math.inf, 0)
+    return buffer.sub_(maxes).exp_().sum(dim).log_().add_(maxes.squeeze(dim))
+
+
+def _update_u(u, v, cost, log_mu, epsilon, buffer=None):
     """The first half of an iteration: u_t from (u_{t-1}, v_{t-1})."""
-    return u + epsilon * (log_mu - torch.logsumexp(_kernel(u, v, cost, epsilon), dim=2))
+    return u + epsilon * (log_mu - _logsumexp_kernel(u, v, cost, epsilon, 2, buffer))
 
 
 def _errors(u: torch.Tensor, u_prev: torch.Tensor, groups: int | None) -> torch.Tensor:
@@ -109,10 +126,16 @@ def _iterate(cost, log_mu, log_nu, epsilon, max_iter, tol, check_every, history=
     num_groups = 1 if groups is None else groups
     chosen: list[tuple[torch.Tensor, torch.Tensor, int] | None] = [None] * num_groups  # per group
     window: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (u, v, err) per iteration
+    recorded = torch.is_grad_enabled() and cost.requires_grad or torch.jit.is_tracing()  # autograd sees the ops
+    buffer = None
+    if not recorded:  # the kernels of every iteration computed in place, in one contiguous (B, M, N) buffer, the
+        # layout `torch.logsumexp(_kernel(...))` reduces (the model's costs come as a strided view; read once)
+        cost = cost.contiguous()
+        buffer = torch.empty(cost.shape, dtype=cost.dtype, device=cost.device)
     for it in range(1, max_iter + 1):
         u_prev = u
-        u = _update_u(u, v, cost, log_mu, epsilon)
-        v = v + epsilon * (log_nu - torch.logsumexp(_kernel(u, v, cost, epsilon), dim=1))
+        u = _update_u(u, v, cost, log_mu, epsilon, buffer)
+        v = v + epsilon * (log_nu - _logsumexp_kernel(u, v, cost, epsilon, 1, buffer))
         err = None if fixed_count else _errors(u, u_prev, groups)
         window.append((u, v, err))
         if it % check_every and it != max_iter:
@@ -397,8 +420,9 @@ def log_sinkhorn(
         target_marginal (`torch.Tensor` of shape (B, N) or (N,), *optional*): column sums of the plan;
             uniform 1/N if not given.
         check_every (`int`, defaults to 10): the convergence test is read back to the host once per
-            this many iterations (a performance knob: the result does not depend on it). When tracing
-            or compiling, no check is made and exactly `max_iter` iterations run.
+            this many iterations (a performance knob: the result does not depend on it). Not used under
+            `torch.compile` / `torch.export` (see below); under `torch.jit.trace` no check is made and exactly
+            `max_iter` iterations run.
         grad_mode (`str`, defaults to `"recompute"`): how gradients reach `cost`, all exactly through the
             unrolled iterations. `"recompute"` keeps only the potentials of each iteration and recomputes
             the (B, M, N) kernels in the backward pass (memory O(iterations x B (M + N)));
@@ -418,10 +442,12 @@ def log_sinkhorn(
 
     Under `torch.compile` or `torch.export` the same iterations and stopping rule run as a `while_loop`
     (the graph holds one iteration, so compile time does not grow with `max_iter`; the loop condition is the
-    stopping test, evaluated once per iteration by the compiled program); with `tol <= 0` as a plain loop of
-    `max_iter` iterations with no data-dependent control flow at all (compile time grows with `max_iter`).
-    Gradients then flow through autograd of the traced iterations (`grad_mode` is not used, except
-    `"detach"`), and `n_iter` is a 0-d tensor.
+    stopping test, evaluated once per iteration by the compiled program); without a gradient and with
+    `tol <= 0` as a plain loop of `max_iter` iterations with no data-dependent control flow at all (compile
+    time grows with `max_iter`). When `cost` needs a gradient the compiled loop keeps the potentials of every
+    iteration and its backward pass walks them back as `grad_mode="recompute"` does (exact gradients through the
+    unrolled iterations; `grad_mode` is then not used, except `"detach"`; no double backward). `n_iter` is a
+    0-d tensor there.
 
     Returns:
         The plan (B, M, N), or a `SinkhornResult`. float16/bfloat16 costs are solved in float32 and
