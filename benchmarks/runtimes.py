@@ -4,7 +4,7 @@ and a training step eager and compiled.
     python benchmarks/runtimes.py                         # default config, CPU, float32, 171 classes
     python benchmarks/runtimes.py --smoke                 # tiny config: checks that the script works
     python benchmarks/runtimes.py --device cuda --dtype bfloat16 --skip onnx --json gpu.json
-    python benchmarks/runtimes.py --skip onnx --skip eval --train-classes 20   # the training step only
+    python benchmarks/runtimes.py --skip onnx --skip eval --train --train-classes 20   # the training step only
 
 The model and inputs are `forward.py`'s (random weights, batch --batch, K = --classes random normalised text
 embeddings). For each runtime: the median time of one forward over --repeats runs, the time of the first call
@@ -13,7 +13,7 @@ of its logits from eager's (and whether the argmax agrees everywhere). Sinkhorn 
 rule in every runtime (a while_loop when compiled or exported), so the numbers compare the same work. This is
 a measurement, not a test: nothing asserts.
 
-The training step (batch --train-batch, K = --train-classes, fully supervised, `model.train()`) is
+With --train, the training step (batch --train-batch, K = --train-classes, fully supervised, `model.train()`) is
 `model(pixel_values, labels=..., text_embeds=...).loss.backward()`, eager and with `torch.compile(model,
 fullgraph=True)` (the forward with its loss as one graph, and its backward compiled by AOTAutograd and inductor). Dropout is set to 0 so that both
 compute the same function; the table shows the loss difference and the largest gradient difference relative to
@@ -46,9 +46,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument(
-        "--skip", action="append", choices=["compile", "onnx", "eval", "train"], default=[],
-        help="leave out a runtime, or the eval forward / the training step",
+        "--skip", action="append", choices=["compile", "onnx", "eval"], default=[],
+        help="leave out a runtime, or the eval forward",
     )
+    parser.add_argument("--train", action="store_true", help="also time a training step, eager and compiled")
     parser.add_argument("--train-classes", type=int, default=20, help="class count K of the training step")
     parser.add_argument("--train-batch", type=int, default=2, help="images per training step (default 2)")
     parser.add_argument("--smoke", action="store_true", help="tiny CLIP at 64x64, 1 repeat")
@@ -131,7 +132,7 @@ def main(argv=None) -> dict:
     inputs = make_inputs(model, args.batch, args.classes)
     pixel_values, text = inputs.pixel_values, inputs.text_embeds
     rows, train_rows = {}, {}
-    if "train" not in args.skip:
+    if args.train:
         train_rows = training_rows(model, args, device)
     with torch.no_grad():
         if "eval" in args.skip:

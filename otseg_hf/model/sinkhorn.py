@@ -85,7 +85,9 @@ def _logsumexp_kernel(u, v, cost, epsilon, dim, buffer=None):
     if buffer is None:
         return torch.logsumexp(_kernel(u, v, cost, epsilon), dim=dim)
     torch.add(u.unsqueeze(2), v.unsqueeze(1), out=buffer).sub_(cost).div_(epsilon)
-    maxes = buffer.amax(dim, keepdim=True)
+    # a maximum is exact in any order; torch's CPU `max` reduces the middle dimension of a (B, M, N) tensor about
+    # 4x faster than `amax`, which is the faster one over the last, short dimension
+    maxes = buffer.max(dim, keepdim=True).values if dim == 1 else buffer.amax(dim, keepdim=True)
     maxes.masked_fill_(maxes.abs() == math.inf, 0)
     return buffer.sub_(maxes).exp_().sum(dim).log_().add_(maxes.squeeze(dim))
 
