@@ -162,8 +162,7 @@ def build_config(args: argparse.Namespace) -> OTSegConfig:
     else:
         config = OTSegConfig(seen_label_ids=None, sinkhorn_grad_mode=args.sinkhorn_grad_mode)
     if args.sinkhorn_tol is not None:
-        # set after validation on purpose: the config refuses 0, which here means "never stop early"
-        config.sinkhorn_tol = args.sinkhorn_tol
+        config.sinkhorn_tol = args.sinkhorn_tol  # 0: never stop early
     return config
 
 

@@ -1,8 +1,10 @@
-"""Eval forward of OTSeg in three runtimes: PyTorch eager, `torch.compile` (inductor, fullgraph) and onnxruntime.
+"""Eval forward of OTSeg in three runtimes: PyTorch eager, `torch.compile` (inductor, fullgraph) and onnxruntime,
+and a training step eager and compiled.
 
     python benchmarks/runtimes.py                         # default config, CPU, float32, 171 classes
     python benchmarks/runtimes.py --smoke                 # tiny config: checks that the script works
     python benchmarks/runtimes.py --device cuda --dtype bfloat16 --skip onnx --json gpu.json
+    python benchmarks/runtimes.py --skip onnx --skip eval --train --train-classes 20   # the training step only
 
 The model and inputs are `forward.py`'s (random weights, batch --batch, K = --classes random normalised text
 embeddings). For each runtime: the median time of one forward over --repeats runs, the time of the first call
@@ -10,6 +12,12 @@ embeddings). For each runtime: the median time of one forward over --repeats run
 of its logits from eager's (and whether the argmax agrees everywhere). Sinkhorn runs to the config's stopping
 rule in every runtime (a while_loop when compiled or exported), so the numbers compare the same work. This is
 a measurement, not a test: nothing asserts.
+
+With --train, the training step (batch --train-batch, K = --train-classes, fully supervised, `model.train()`) is
+`model(pixel_values, labels=..., text_embeds=...).loss.backward()`, eager and with `torch.compile(model,
+fullgraph=True)` (the forward with its loss as one graph, and its backward compiled by AOTAutograd and inductor). Dropout is set to 0 so that both
+compute the same function; the table shows the loss difference and the largest gradient difference relative to
+the largest gradient. `first call` of the compiled row is the compile time (plus one step).
 """
 
 from __future__ import annotations
@@ -37,7 +45,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--skip", action="append", choices=["compile", "onnx"], default=[], help="leave out a runtime")
+    parser.add_argument(
+        "--skip", action="append", choices=["compile", "onnx", "eval"], default=[],
+        help="leave out a runtime, or the eval forward",
+    )
+    parser.add_argument("--train", action="store_true", help="also time a training step, eager and compiled")
+    parser.add_argument("--train-classes", type=int, default=20, help="class count K of the training step")
+    parser.add_argument("--train-batch", type=int, default=2, help="images per training step (default 2)")
     parser.add_argument("--smoke", action="store_true", help="tiny CLIP at 64x64, 1 repeat")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
@@ -76,6 +90,39 @@ def compare(logits, reference):
     }
 
 
+def training_rows(model, args, device) -> dict:
+    """Eager and compiled training step: the times, and the compiled loss and gradients against eager's."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    model.train()
+    inputs = make_inputs(model, args.train_batch, args.train_classes)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def run(forward):
+        model.zero_grad(set_to_none=True)
+        loss = forward(inputs.pixel_values, labels=inputs.labels, text_embeds=inputs.text_embeds).loss
+        loss.backward()
+        return loss.detach(), [p.grad.detach().clone() for p in params]
+
+    rows = {}
+    first, median, (loss, grads) = time_calls(lambda: run(model), device, args.repeats)
+    rows["eager"] = {"first_s": first, "median_s": median, "loss_diff": 0.0, "grad_rel_diff": 0.0}
+    if "compile" not in args.skip:
+        compiled = torch.compile(model, fullgraph=True)
+        first, median, (c_loss, c_grads) = time_calls(lambda: run(compiled), device, args.repeats)
+        scale = max(g.abs().max().item() for g in grads)
+        rows["torch.compile"] = {
+            "first_s": first,
+            "median_s": median,
+            "loss_diff": abs(c_loss.item() - loss.item()),
+            "grad_rel_diff": max((a - b).abs().max().item() for a, b in zip(c_grads, grads)) / scale,
+        }
+    model.zero_grad(set_to_none=True)
+    model.eval()
+    return rows
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.threads:
@@ -84,11 +131,17 @@ def main(argv=None) -> dict:
     model = build_model(args).eval()
     inputs = make_inputs(model, args.batch, args.classes)
     pixel_values, text = inputs.pixel_values, inputs.text_embeds
-    rows = {}
+    rows, train_rows = {}, {}
+    if args.train:
+        train_rows = training_rows(model, args, device)
     with torch.no_grad():
-        first, median, eager = time_calls(lambda: model(pixel_values, text_embeds=text).logits, device, args.repeats)
-        rows["eager"] = {"first_s": first, "median_s": median, **compare(eager, eager)}
-        if "compile" not in args.skip:
+        if "eval" in args.skip:
+            args.skip.append("onnx")
+            eager = None
+        else:
+            first, median, eager = time_calls(lambda: model(pixel_values, text_embeds=text).logits, device, args.repeats)
+            rows["eager"] = {"first_s": first, "median_s": median, **compare(eager, eager)}
+        if "compile" not in args.skip and eager is not None:
             compiled = torch.compile(model, fullgraph=True)
             first, median, out = time_calls(
                 lambda: compiled(pixel_values, text_embeds=text).logits, device, args.repeats
@@ -117,14 +170,28 @@ def main(argv=None) -> dict:
         f"load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}"
     )
     print(header)
-    print("\n| runtime | forward (median) | first call (compile/export included) | max abs diff vs eager | argmax agreement |")
-    print("|---|---:|---:|---:|---:|")
+    if rows:
+        print(f"\nEval forward, K = {args.classes}, batch {args.batch}")
+        print("\n| runtime | forward (median) | first call (compile/export included) | max abs diff vs eager | argmax agreement |")
+        print("|---|---:|---:|---:|---:|")
     for name, row in rows.items():
         print(
             f"| {name} | {row['median_s']:.3f} s | {row['first_s']:.1f} s | {row['max_abs_diff']:.2e} | "
             f"{100 * row['argmax_agreement']:.2f} % |"
         )
-    result = {"header": header, "classes": args.classes, "device": args.device, "dtype": args.dtype, "rows": rows}
+    if train_rows:
+        print(f"\nTraining step, K = {args.train_classes}, batch {args.train_batch}, fully supervised, dropout 0")
+        print("\n| runtime | step (median) | first call (compile included) | loss diff vs eager | max grad diff / max grad |")
+        print("|---|---:|---:|---:|---:|")
+        for name, row in train_rows.items():
+            print(
+                f"| {name} | {row['median_s']:.3f} s | {row['first_s']:.1f} s | {row['loss_diff']:.2e} | "
+                f"{row['grad_rel_diff']:.2e} |"
+            )
+    result = {
+        "header": header, "classes": args.classes, "device": args.device, "dtype": args.dtype, "rows": rows,
+        "train_classes": args.train_classes, "train_rows": train_rows,
+    }
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return result

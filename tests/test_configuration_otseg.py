@@ -135,7 +135,7 @@ INVALID = [
     (dict(label2id={"cat": 0}), "label2id"),
     (dict(sinkhorn_epsilon=0.0), "sinkhorn_epsilon"),
     (dict(sinkhorn_epsilon=-0.05), "sinkhorn_epsilon"),
-    (dict(sinkhorn_tol=0.0), "sinkhorn_tol"),
+    (dict(sinkhorn_tol=-1e-6), "sinkhorn_tol"),
     (dict(sinkhorn_max_iter=0), "sinkhorn_max_iter"),
     (dict(prompt_norm_eps=0.0), "prompt_norm_eps"),
     (dict(decoder_layer_norm_eps=-1e-5), "decoder_layer_norm_eps"),
@@ -203,9 +203,11 @@ def test_valid_edge_values_are_accepted():
         ignore_index=-1,
         num_decoder_layers=1,
         ensemble_weight=1.0,
+        sinkhorn_tol=0.0,  # the opt-in fixed iteration count
     )
     assert config.visual_prompt_depth == 11
     assert config.ignore_index == -1
+    assert config.sinkhorn_tol == 0.0
 
 
 # ---------------------------------------------------------------------------------------------------

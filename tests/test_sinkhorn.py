@@ -470,3 +470,30 @@ def test_stop_groups_gradient_equals_the_unrolled_transcription():
         (transcription(alone, 0.1)[0] * weights[rows]).sum().backward()
         expected[rows] = alone.grad
     torch.testing.assert_close(cost.grad, expected, rtol=1e-6, atol=1e-9)
+
+
+# ------------------------------------------------------------------------------------------------
+# the in-place kernels of the eager loop give torch.logsumexp's numbers to the bit
+# ------------------------------------------------------------------------------------------------
+def _strided_cosine_cost(classes, m, n, seed):
+    """A cost laid out as the model makes it: (1 - einsum('bmd,bknd->bkmn')) flattened, a strided view."""
+    gen = torch.Generator().manual_seed(seed)
+    pixels = torch.nn.functional.normalize(torch.randn(1, m, 16, generator=gen), dim=-1)
+    prompts = torch.nn.functional.normalize(torch.randn(1, classes, n, 16, generator=gen), dim=-1)
+    return (1 - torch.einsum("bmd,bknd->bkmn", pixels, prompts)).flatten(0, 1)
+
+
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_loop_without_autograd_gives_the_recorded_loop_to_the_bit(contiguous):
+    """Without autograd the loop reduces its kernels in place in one buffer; with autograd recording
+    (grad_mode="unrolled") it runs `torch.logsumexp` on fresh tensors. The plans, potentials and stopping
+    iteration must be identical, for the model's strided costs too."""
+    cost = _strided_cosine_cost(7, 64, 8, seed=3)
+    assert not cost.is_contiguous()
+    cost = cost.contiguous() if contiguous else cost
+    with torch.no_grad():
+        fast = log_sinkhorn(cost, 0.05, return_info=True, stop_groups=1)
+    recorded = log_sinkhorn(cost.clone().requires_grad_(), 0.05, grad_mode="unrolled", return_info=True)
+    assert fast.n_iter == recorded.n_iter
+    assert torch.equal(fast.plan, recorded.plan.detach())
+    assert torch.equal(fast.u, recorded.u.detach()) and torch.equal(fast.v, recorded.v.detach())

@@ -5,7 +5,7 @@
     (or: python -m otseg_hf.cli.export ...)
 
 With --onnx the folder also gets `model.onnx`: the inference path (pixel values and class text embeddings in,
-logits out; see otseg_hf.export.onnx), which needs the onnx extra (pip install "otseg-hf[onnx]").
+logits out, any batch size; see otseg_hf.export.onnx), which needs the onnx extra (pip install "otseg-hf[onnx]").
 
 The evaluation results are read from --eval-results, else from MODEL_DIR/eval_results.json (what training/train.py
 writes) when it exists; both the format training and evaluation write (fractions under `mean_iou`,
@@ -171,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.onnx:
         from ..export.onnx import export_onnx
 
-        print(f"wrote {export_onnx(model, Path(folder) / 'model.onnx')}")
+        print(f"wrote {export_onnx(model, Path(folder) / 'model.onnx', batch_size=None)}")  # any batch
     if args.space:
         from ..hub.space import write_space_folder
 

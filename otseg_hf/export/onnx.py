@@ -50,16 +50,17 @@ def example_inputs(model: nn.Module, batch: int = 1, num_classes: int | None = N
 
 
 def export_onnx(
-    model: nn.Module, path: str | os.PathLike, batch_size: int = 1, opset: int | None = None
+    model: nn.Module, path: str | os.PathLike, batch_size: int | None = 1, opset: int | None = None
 ) -> Path:
     """Write the ONNX graph of `model`'s inference path (eval mode, logits at feature resolution) to `path`.
 
     Inputs: `pixel_values` (batch, 3, height, width), float; `text_embeds` (classes, prompts, projection_dim),
     L2-normalised prompt embeddings (`model.get_text_embeddings(...)`, or `model.class_text_embeds`). Output:
     `logits` (batch, classes, height / patch, width / patch). The class and prompt (>= 2) counts are dynamic;
-    the batch is `batch_size` (fixed: with per-image Sinkhorn stopping the traced program specialises the number
-    of stopping groups, the batch, so a dynamic batch dimension is refused by torch.export); the image
-    size is the one of `model.config.clip_config.vision_config.image_size` (the sliding-window size).
+    the batch is `batch_size`, or dynamic (any batch of at least 1) with `batch_size=None`; the image size is the
+    one of `model.config.clip_config.vision_config.image_size` (the sliding-window size). Every image's Sinkhorn
+    problems stop on their own convergence (per-image stopping, as in PyTorch at inference), so a dynamic batch
+    gives each image the logits it gets alone.
 
     Raises ImportError (naming the extra) when onnx or onnxscript is missing; the file is written atomically.
     """
@@ -71,17 +72,18 @@ def export_onnx(
     path = Path(path)
     if path.suffix != ".onnx":
         raise ValueError(f"the ONNX file name must end in .onnx, got {str(path)!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive int, or None for a dynamic batch, got {batch_size!r}")
     if not path.parent.is_dir():
         raise ValueError(f"the folder {str(path.parent)!r} does not exist")
     was_training = model.training
     model.eval()
     try:
-        inputs = example_inputs(model, batch=batch_size)
+        inputs = example_inputs(model, batch=2 if batch_size is None else batch_size)  # a size-1 dim is fixed
         classes = torch.export.Dim("classes", min=2, max=4096)
         prompts = torch.export.Dim("prompts", min=2, max=64)
-        dynamic = {"pixel_values": None, "text_embeds": {0: classes, 1: prompts}}
+        pixels = None if batch_size is not None else {0: torch.export.Dim("batch", min=1, max=1024)}
+        dynamic = {"pixel_values": pixels, "text_embeds": {0: classes, 1: prompts}}
         with torch.no_grad():
             program = torch.onnx.export(
                 _LogitsOnly(model).eval(),

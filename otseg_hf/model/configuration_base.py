@@ -241,8 +241,8 @@ class ZeroShotSegmentationConfigMixin:
         vision = self.clip_config.vision_config
         num_classes = len(self.id2label)
         check_int("sinkhorn_max_iter", self.sinkhorn_max_iter, 1)
-        for name in ("sinkhorn_epsilon", "sinkhorn_tol"):
-            check_number(name, getattr(self, name), 0, open_low=True)
+        check_number("sinkhorn_epsilon", self.sinkhorn_epsilon, 0, open_low=True)
+        check_number("sinkhorn_tol", self.sinkhorn_tol, 0)  # 0: no convergence test, exactly sinkhorn_max_iter
         if self.sinkhorn_grad_mode not in SINKHORN_GRAD_MODES:
             raise ValueError(
                 f"sinkhorn_grad_mode must be one of {SINKHORN_GRAD_MODES}, got {self.sinkhorn_grad_mode!r}"
@@ -312,7 +312,9 @@ class ZeroShotSegmentationConfig(ZeroShotSegmentationConfigMixin, PretrainedConf
             Most Sinkhorn iterations.
         sinkhorn_tol (`float`, *optional*, defaults to 1e-6):
             Sinkhorn stopping tolerance on mean |u - u_prev| (over the batch in training, over each image's
-            problems at inference).
+            problems at inference). `0` is the opt-in fixed iteration count: no convergence test, every call
+            runs exactly `sinkhorn_max_iter` iterations (no data-dependent control flow, e.g. for a compiled or
+            exported graph; it changes the numbers wherever the default would have stopped early).
         sinkhorn_grad_mode (`str`, *optional*, defaults to `"recompute"`):
             How training backpropagates through the Sinkhorn iterations, always exactly: `"recompute"` keeps the
             potentials of every iteration, `"checkpoint"` those of every sqrt(max_iter)-th only (the same

@@ -16,12 +16,26 @@ from .losses import count_masks, mask_loss, upsample
 
 
 def check_labels(labels: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
-    """Return `labels` as int64 (B, H, W); raise `ValueError` for ids outside 0..K-1 and ignore."""
+    """Return `labels` as int64 (B, H, W); raise `ValueError` for ids outside 0..K-1 and ignore.
+
+    Under `torch.compile` the value check cannot read the labels back to the host without a graph break: it is
+    an assertion inside the compiled program instead (`torch._assert_async`, a `RuntimeError` with the same
+    advice but without the offending ids), still before any work that uses the labels."""
     if labels.dim() != 3:
         raise ValueError(f"labels must have shape (batch, height, width), got {tuple(labels.shape)}")
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise ValueError(f"labels must be an integer tensor of class ids, got dtype {labels.dtype}")
-    return check_label_ids(labels.long(), num_classes, ignore_index)
+    labels = labels.long()
+    if torch.compiler.is_compiling():
+        valid = ((labels >= 0) & (labels < num_classes)) | (labels == ignore_index)
+        torch._assert_async(
+            valid.all(),
+            f"labels hold ids outside the {num_classes} classes (0..{num_classes - 1}) that are not the ignore "
+            f"index {ignore_index}; check the class list, or reduce the labels if 0 is a background that is "
+            "not a class",
+        )
+        return labels
+    return check_label_ids(labels, num_classes, ignore_index)
 
 
 def inductive_labels(labels: torch.Tensor, seen_label_ids: list[int], ignore_index: int) -> torch.Tensor:

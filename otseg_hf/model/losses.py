@@ -209,10 +209,12 @@ def mask_loss(
     max_chunk_elements: int = 2**24,
 ) -> torch.Tensor:
     """`mask_loss_reference`, computed in class chunks of at most `max_chunk_elements` pixels (and at most
-    `_CACHE_CHUNK_ELEMENTS`, so that a chunk's few live maps stay in the CPU's last-level cache)."""
+    `_CACHE_CHUNK_ELEMENTS`, so that a chunk's few live maps stay in the CPU's last-level cache). Under
+    `torch.compile` the chunks are only `max_chunk_elements` large: the traced loop is unrolled, so compile time
+    grows with the number of chunks, and the compiled kernels fuse a chunk's maps anyway."""
     batch, num_classes = logits.shape[:2]
     pixels = labels.shape[-2] * labels.shape[-1]
-    elements = min(max_chunk_elements, _CACHE_CHUNK_ELEMENTS)
+    elements = max_chunk_elements if torch.compiler.is_compiling() else min(max_chunk_elements, _CACHE_CHUNK_ELEMENTS)
     chunk = max(1, min(num_classes, elements // max(1, batch * pixels)))
     num_masks = torch.as_tensor(num_masks, dtype=_compute_dtype(logits), device=logits.device)
     return _ChunkedMaskLoss.apply(logits, labels, num_masks, focal_weight, dice_weight, alpha, gamma, chunk)

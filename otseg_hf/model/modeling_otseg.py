@@ -165,11 +165,15 @@ class OTSegDecoder(nn.Module):
         exponent = 1.0 / max(1, len(maps) - 1)
         for layer_map in maps[:-1]:
             # sigmoid image by image: torch's vectorised and scalar sigmoid differ in the last bit, and which
-            # elements take which path depends on the tensor's size, so a batched sigmoid depends on the batch
-            # the floor keeps sigmoid(map) a normal float: below about -88 it underflows to 0, where the
+            # elements take which path depends on the tensor's size, so a batched sigmoid depends on the batch.
+            # A traced graph (compile, export) takes the batch whole: a loop over it would fix the batch size.
+            # The floor keeps sigmoid(map) a normal float: below about -88 it underflows to 0, where the
             # gradient of gate ** (1/2) is infinite and the step NaN. Sinkhorn maps lie in [-N, N] (N prompts),
             # so it never acts on them; softmax matching (maps up to M N) needs it
-            gate = torch.stack([image_map.clamp(min=GATE_FLOOR).sigmoid() for image_map in layer_map])
+            if torch.compiler.is_compiling():
+                gate = layer_map.clamp(min=GATE_FLOOR).sigmoid()
+            else:
+                gate = torch.stack([image_map.clamp(min=GATE_FLOOR).sigmoid() for image_map in layer_map])
             logits = logits * gate**exponent
         return logits
 

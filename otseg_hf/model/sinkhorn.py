@@ -21,8 +21,12 @@ stay on the device and are read once every `check_every` iterations; the potenti
 iteration in that window are kept (they are small: (B, M) and (B, N)), so the result is the one of
 the first converged iteration exactly as if it had been checked every time. Under `torch.compile`
 (and `torch.export`) the loop is a `while_loop` whose condition is the same stopping rule, so the
-graph holds one iteration whatever `max_iter` is; with `tol <= 0` it is a plain unrolled loop with
-no host synchronisation (compile time grows with `max_iter`).
+graph holds one iteration whatever `max_iter` is; with `tol <= 0` and no gradient it is a plain unrolled
+loop with no data-dependent control flow (compile time grows with `max_iter`). With a gradient (a compiled
+training step) it is `_SinkhornLoopWithGrad`: a `while_loop` that keeps every iteration's potentials and a
+hand-written backward `while_loop`, for `tol <= 0` too. No Python-level host read is traced in any of these
+(`fullgraph=True` compiles them); the compiled program evaluates a `while_loop`'s condition once per
+iteration.
 
 References:
     Cuturi, "Sinkhorn Distances: Lightspeed Computation of Optimal Transport", NeurIPS 2013.
@@ -73,9 +77,24 @@ def _kernel(u: torch.Tensor, v: torch.Tensor, cost: torch.Tensor, epsilon: float
     return (u.unsqueeze(2) + v.unsqueeze(1) - cost) / epsilon
 
 
-def _update_u(u, v, cost, log_mu, epsilon):
+def _logsumexp_kernel(u, v, cost, epsilon, dim, buffer=None):
+    """`torch.logsumexp(_kernel(u, v, cost, epsilon), dim)`. With `buffer` (an empty (B, M, N) tensor; no autograd)
+    the kernel is built in it and reduced in place: the operations of `torch.logsumexp` (max, with infinite
+    maxima replaced by 0; exp of the difference; sum; log; plus the max) in the same order on the same values,
+    so the same numbers to the bit, without allocating five (B, M, N) temporaries per call."""
+    if buffer is None:
+        return torch.logsumexp(_kernel(u, v, cost, epsilon), dim=dim)
+    torch.add(u.unsqueeze(2), v.unsqueeze(1), out=buffer).sub_(cost).div_(epsilon)
+    # a maximum is exact in any order; torch's CPU `max` reduces the middle dimension of a (B, M, N) tensor about
+    # 4x faster than `amax`, which is the faster one over the last, short dimension
+    maxes = buffer.max(dim, keepdim=True).values if dim == 1 else buffer.amax(dim, keepdim=True)
+    maxes.masked_fill_(maxes.abs() == math.inf, 0)
+    return buffer.sub_(maxes).exp_().sum(dim).log_().add_(maxes.squeeze(dim))
+
+
+def _update_u(u, v, cost, log_mu, epsilon, buffer=None):
     """The first half of an iteration: u_t from (u_{t-1}, v_{t-1})."""
-    return u + epsilon * (log_mu - torch.logsumexp(_kernel(u, v, cost, epsilon), dim=2))
+    return u + epsilon * (log_mu - _logsumexp_kernel(u, v, cost, epsilon, 2, buffer))
 
 
 def _errors(u: torch.Tensor, u_prev: torch.Tensor, groups: int | None) -> torch.Tensor:
@@ -109,10 +128,16 @@ def _iterate(cost, log_mu, log_nu, epsilon, max_iter, tol, check_every, history=
     num_groups = 1 if groups is None else groups
     chosen: list[tuple[torch.Tensor, torch.Tensor, int] | None] = [None] * num_groups  # per group
     window: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (u, v, err) per iteration
+    recorded = torch.is_grad_enabled() and cost.requires_grad or torch.jit.is_tracing()  # autograd sees the ops
+    buffer = None
+    if not recorded:  # the kernels of every iteration computed in place, in one contiguous (B, M, N) buffer, the
+        # layout `torch.logsumexp(_kernel(...))` reduces (the model's costs come as a strided view; read once)
+        cost = cost.contiguous()
+        buffer = torch.empty(cost.shape, dtype=cost.dtype, device=cost.device)
     for it in range(1, max_iter + 1):
         u_prev = u
-        u = _update_u(u, v, cost, log_mu, epsilon)
-        v = v + epsilon * (log_nu - torch.logsumexp(_kernel(u, v, cost, epsilon), dim=1))
+        u = _update_u(u, v, cost, log_mu, epsilon, buffer)
+        v = v + epsilon * (log_nu - _logsumexp_kernel(u, v, cost, epsilon, 1, buffer))
         err = None if fixed_count else _errors(u, u_prev, groups)
         window.append((u, v, err))
         if it % check_every and it != max_iter:
@@ -196,6 +221,98 @@ def _iterate_compiled(cost, log_mu, log_nu, epsilon, max_iter, tol, groups=None)
     it, u, v, final_u, final_v, done, group_iters = while_loop(cond, body, state)
     n_iter = torch.where(done, group_iters, it).amax()
     return select(done, final_u, u), select(done, final_v, v), n_iter
+
+
+class _SinkhornLoopWithGrad(torch.autograd.Function):
+    """`_iterate_compiled`'s loop with a gradient, for `torch.compile` of a training step.
+
+    torch's own autograd of `while_loop` (torch 2.13) gets the gradient of a tensor that every iteration reads
+    (the cost here) wrong after more than two iterations, so the loop is run without autograd and differentiated
+    by hand, as `_SinkhornRecompute` does eagerly: the forward pass is a `while_loop` that also stacks the
+    potentials of every iteration it runs (torch's `while_loop_stack_output`, (iterations, B, M) and
+    (iterations, B, N)); the backward pass is a `while_loop` that walks them back with the same two steps per
+    iteration as `_SinkhornRecompute.backward`. Both graphs hold one iteration, whatever `max_iter` is. The
+    stopping rule is `_iterate_compiled`'s (per group with `groups`; `tol <= 0`: exactly `max_iter`
+    iterations). Returns `(plan, u, v, iteration numbers (iterations,))`.
+    """
+
+    @staticmethod
+    def forward(ctx, cost, log_mu, log_nu, epsilon, max_iter, tol, groups):
+        from torch._higher_order_ops.while_loop import while_loop_stack_output_op  # private, traced only
+
+        batch, m, n = cost.shape
+        num_groups = 1 if groups is None else groups
+
+        def cond(it, u, v, done, cost, log_mu, log_nu):
+            return (it < max_iter) & ~done.all()
+
+        def body(it, u, v, done, cost, log_mu, log_nu):
+            u_new = _update_u(u, v, cost, log_mu, epsilon)
+            v_new = v + epsilon * (log_nu - torch.logsumexp(_kernel(u_new, v, cost, epsilon), dim=1))
+            if tol > 0:
+                done = done | (_errors(u_new, u, groups).view(num_groups) < tol)
+            return it + 1, u_new, v_new, done.clone()
+
+        state = (
+            torch.zeros((), dtype=torch.long, device=cost.device),
+            cost.new_zeros(batch, m),
+            cost.new_zeros(batch, n),
+            torch.zeros(num_groups, dtype=torch.bool, device=cost.device),
+        )
+        its, us, vs, dones = while_loop_stack_output_op(cond, body, state, (cost, log_mu, log_nu))
+        # group g's plan is that of its first converged iteration (1-based), or of the last one run
+        steps = us.shape[0]
+        ends = torch.where(dones.any(0), dones.int().argmax(0), steps - 1)  # (groups,) indices into us
+        group = torch.arange(num_groups, device=cost.device)
+        u = us.view(steps, num_groups, -1, m)[ends, group].reshape(batch, m)
+        v = vs.view(steps, num_groups, -1, n)[ends, group].reshape(batch, n)
+        plan = torch.exp(_kernel(u, v, cost, epsilon))
+        ctx.save_for_backward(cost, plan, us, vs, ends)
+        ctx.epsilon = epsilon
+        ctx.mark_non_differentiable(u, v, its)
+        # the stacked iteration numbers are returned whole: their length is the loop's data-dependent size,
+        # which a traced autograd.Function must return
+        return plan, u, v, its
+
+    @staticmethod
+    def backward(ctx, grad_plan, _grad_u, _grad_v, _grad_its):
+        from torch._higher_order_ops import while_loop  # private in torch 2.x; traced only
+
+        cost, plan, us, vs, ends = ctx.saved_tensors
+        epsilon = ctx.epsilon
+        steps, num_groups = us.shape[0], ends.shape[0]
+        # potentials before each iteration t = 1..steps: index t - 1 of these, after it: index t
+        hist_u = torch.cat([torch.zeros_like(us[:1]), us])
+        hist_v = torch.cat([torch.zeros_like(vs[:1]), vs])
+        scaled_cost = cost / epsilon
+        ends = (ends + 1).repeat_interleave(cost.shape[0] // num_groups).unsqueeze(1)  # (B, 1) iterations
+
+        def softmax_kernel(u, v, dim):
+            return torch.softmax((u / epsilon).unsqueeze(2) + (v / epsilon).unsqueeze(1) - scaled_cost, dim=dim)
+
+        grad_z = grad_plan * plan
+        end_grad_u, end_grad_v = grad_z.sum(2) / epsilon, grad_z.sum(1) / epsilon
+
+        def cond(t, grad_u, grad_v, grad_cost):
+            return t > 0
+
+        def body(t, grad_u, grad_v, grad_cost):
+            # the gradient of the problems whose plan is iteration t's enters here (zero before, going back)
+            grad_u = torch.where(ends == t, end_grad_u, grad_u)
+            grad_v = torch.where(ends == t, end_grad_v, grad_v)
+            u_t = hist_u.index_select(0, t.view(1)).squeeze(0)
+            u_prev = hist_u.index_select(0, (t - 1).view(1)).squeeze(0)
+            v_prev = hist_v.index_select(0, (t - 1).view(1)).squeeze(0)
+            weighted = softmax_kernel(u_t, v_prev, 1) * grad_v.unsqueeze(1)
+            grad_u = grad_u - weighted.sum(2)
+            grad_cost = grad_cost + weighted
+            weighted = softmax_kernel(u_prev, v_prev, 2) * grad_u.unsqueeze(2)
+            return t - 1, torch.zeros_like(grad_u), -weighted.sum(1), grad_cost + weighted
+
+        start = torch.full((), steps, dtype=torch.long, device=cost.device)
+        state = (start, torch.zeros_like(end_grad_u), torch.zeros_like(end_grad_v), grad_z / -epsilon)
+        grad_cost = while_loop(cond, body, state)[3]
+        return grad_cost, None, None, None, None, None, None
 
 
 class _SinkhornRecompute(torch.autograd.Function):
@@ -305,8 +422,9 @@ def log_sinkhorn(
         target_marginal (`torch.Tensor` of shape (B, N) or (N,), *optional*): column sums of the plan;
             uniform 1/N if not given.
         check_every (`int`, defaults to 10): the convergence test is read back to the host once per
-            this many iterations (a performance knob: the result does not depend on it). When tracing
-            or compiling, no check is made and exactly `max_iter` iterations run.
+            this many iterations (a performance knob: the result does not depend on it). Not used under
+            `torch.compile` / `torch.export` (see below); under `torch.jit.trace` no check is made and exactly
+            `max_iter` iterations run.
         grad_mode (`str`, defaults to `"recompute"`): how gradients reach `cost`, all exactly through the
             unrolled iterations. `"recompute"` keeps only the potentials of each iteration and recomputes
             the (B, M, N) kernels in the backward pass (memory O(iterations x B (M + N)));
@@ -326,10 +444,12 @@ def log_sinkhorn(
 
     Under `torch.compile` or `torch.export` the same iterations and stopping rule run as a `while_loop`
     (the graph holds one iteration, so compile time does not grow with `max_iter`; the loop condition is the
-    stopping test, evaluated once per iteration by the compiled program); with `tol <= 0` as a plain loop of
-    `max_iter` iterations with no data-dependent control flow at all (compile time grows with `max_iter`).
-    Gradients then flow through autograd of the traced iterations (`grad_mode` is not used, except
-    `"detach"`), and `n_iter` is a 0-d tensor.
+    stopping test, evaluated once per iteration by the compiled program); without a gradient and with
+    `tol <= 0` as a plain loop of `max_iter` iterations with no data-dependent control flow at all (compile
+    time grows with `max_iter`). When `cost` needs a gradient the compiled loop keeps the potentials of every
+    iteration and its backward pass walks them back as `grad_mode="recompute"` does (exact gradients through the
+    unrolled iterations; `grad_mode` is then not used, except `"detach"`; no double backward). `n_iter` is a
+    0-d tensor there.
 
     Returns:
         The plan (B, M, N), or a `SinkhornResult`. float16/bfloat16 costs are solved in float32 and
@@ -376,7 +496,12 @@ def log_sinkhorn(
     if grad_mode == "detach":
         cost = cost.detach()
     with torch.autocast(cost.device.type, enabled=False):  # float32 even under autocast
-        if compiling:
+        if compiling and cost.requires_grad and torch.is_grad_enabled():
+            plan, u, v, iterations = _SinkhornLoopWithGrad.apply(
+                cost, log_mu, log_nu, epsilon, max_iter, tol, stop_groups
+            )
+            n_iter = iterations[-1]
+        elif compiling:
             u, v, n_iter = _iterate_compiled(cost, log_mu, log_nu, epsilon, max_iter, tol, stop_groups)
             plan = torch.exp(_kernel(u, v, cost, epsilon))
         elif (

@@ -1,0 +1,113 @@
+"""`torch.compile(model, fullgraph=True)` with the default inductor backend: the eval forward and a training step
+(forward with labels, loss, backward) compile without a graph break and give eager's numbers.
+
+`fullgraph=True` makes any graph break an error, and a host read in the traced code (`.item()`, `bool(tensor)`,
+`.cpu()`, `.tolist()`, `nonzero()`) is a graph break or, for a data-dependent branch, a tracing error: so a call
+that compiles with `fullgraph=True` makes no host synchronisation of its own, inside Sinkhorn or anywhere else.
+The loop itself is a `while_loop`, whose stopping test the compiled program evaluates once per iteration (as the
+reference reads its error every iteration).
+
+The independent references: the eager model (itself tested against the spec's transcriptions elsewhere) and,
+for the gradient of the compiled Sinkhorn loop, autograd through `test_sinkhorn.transcription`, the spec's loop.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from otseg_hf.model.sinkhorn import _SinkhornLoopWithGrad
+from tests.test_sinkhorn import transcription
+from tests.test_sinkhorn_stopping import _log_marginals, grouped_costs
+
+NO_DROPOUT = dict(visual_prompt_dropout=0.0, decoder_dropout=0.0, attention_dropout=0.0)
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------------------------------------------
+# the differentiable loop (run eagerly here: torch's loop operators also run outside compile)
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("stop_groups", [None, 3])
+@pytest.mark.parametrize("tol", [1e-6, 0.0])
+def test_loop_with_gradient_matches_autograd_through_the_transcription(stop_groups, tol):
+    """Plan and d plan / d cost of the loop that compiled training uses, against autograd through the spec's
+    loop: on the whole batch (the batch-wide rule) or on each group alone (per-group stopping)."""
+    batch, groups = grouped_costs()
+    weights = torch.randn(batch.shape, generator=torch.Generator().manual_seed(0), dtype=batch.dtype)
+    cost = batch.clone().requires_grad_()
+    plan, _, _, iterations = _SinkhornLoopWithGrad.apply(cost, *_log_marginals(batch), 0.05, 40, tol, stop_groups)
+    (grad,) = torch.autograd.grad((plan * weights).sum(), cost)
+
+    parts = [batch] if stop_groups is None else groups
+    expected_plans, expected_grads, counts, start = [], [], [], 0
+    for part in parts:
+        part = part.clone().requires_grad_()
+        part_plan, count = transcription(part, 0.05, max_iter=40, tol=tol if tol > 0 else -1.0)
+        w = weights[start : start + part.shape[0]]
+        expected_grads.append(torch.autograd.grad((part_plan * w).sum(), part)[0])
+        expected_plans.append(part_plan.detach())
+        counts.append(count)
+        start += part.shape[0]
+    if stop_groups is not None and tol > 0:
+        assert len(set(counts)) == len(counts)  # the groups stop after different iterations
+    assert int(iterations[-1]) == max(counts)
+    torch.testing.assert_close(plan, torch.cat(expected_plans), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(grad, torch.cat(expected_grads), rtol=1e-9, atol=1e-10)
+
+
+# ------------------------------------------------------------------------------------------------
+# the model
+# ------------------------------------------------------------------------------------------------
+def _grads(model):
+    return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def test_compiled_eval_forward_and_training_step_match_eager(make_model):
+    """One tiny inductive model: the compiled eval forward's logits and the compiled training step's loss and
+    gradients (of every trainable parameter) within 1e-4 of eager's, with the default stopping rule."""
+    model = make_model(num_decoder_layers=2, **NO_DROPOUT)
+    compiled = torch.compile(model, fullgraph=True)
+    generator = torch.Generator().manual_seed(0)
+    pixel_values = torch.randn(2, 3, 32, 32, generator=generator)
+    labels = torch.randint(0, 5, (2, 32, 32), generator=generator)
+    labels[:, :4] = 255
+
+    with torch.no_grad():
+        eager = model(pixel_values)
+        result = compiled(pixel_values)
+    for name in ("logits", "decoder_logits", "score_logits"):
+        torch.testing.assert_close(result[name], eager[name], rtol=1e-4, atol=1e-4)
+    assert torch.equal(result.logits.argmax(1), eager.logits.argmax(1))
+
+    model.train()
+    eager_loss = model(pixel_values, labels=labels).loss
+    eager_loss.backward()
+    eager_grads = _grads(model)
+    model.zero_grad(set_to_none=True)
+    loss = compiled(pixel_values, labels=labels).loss
+    loss.backward()
+    grads = _grads(model)
+    assert sorted(grads) == sorted(eager_grads) and any(name.startswith("head.") for name in grads)
+    assert any(name.startswith("visual_prompts.") for name in grads)
+    torch.testing.assert_close(loss, eager_loss, rtol=1e-4, atol=1e-4)
+    scale = max(g.abs().max() for g in eager_grads.values())
+    assert scale > 0
+    for name, grad in grads.items():
+        torch.testing.assert_close(
+            grad, eager_grads[name], rtol=1e-4, atol=1e-4 * scale, msg=lambda m, name=name: f"{name}: {m}"
+        )
+
+    # the label check runs inside the compiled program (same graph: no recompilation), before the loss
+    bad = labels.clone()
+    bad[0, 0, 0] = 7
+    with pytest.raises(RuntimeError, match="outside the 5 classes"):
+        compiled(pixel_values, labels=bad)
+    with pytest.raises(ValueError, match=r"label ids \[7\]"):
+        model(pixel_values, labels=bad)
