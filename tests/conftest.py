@@ -30,6 +30,15 @@ TINY_OVERRIDES = dict(
 )
 
 
+@pytest.fixture
+def single_thread():
+    """One intra-op thread for a test of tiny problems: more threads only add contention on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     return char_clip_tokenizer()

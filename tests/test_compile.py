@@ -23,12 +23,7 @@ from tests.test_sinkhorn_stopping import _log_marginals, grouped_costs
 NO_DROPOUT = dict(visual_prompt_dropout=0.0, decoder_dropout=0.0, attention_dropout=0.0)
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # conftest: tiny problems, one intra-op thread
 
 
 # ------------------------------------------------------------------------------------------------

@@ -13,14 +13,7 @@ from hypothesis import strategies as st
 
 from otseg_hf.model.sinkhorn import log_sinkhorn
 
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """The problems are tiny: intra-op threads only add contention on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # conftest: tiny problems, one intra-op thread
 
 
 def transcription(cost, epsilon, source_marginal=None, target_marginal=None, max_iter=100, tol=1e-6):

@@ -11,13 +11,7 @@ import torch
 from otseg_hf.model.sinkhorn import _iterate_compiled, log_sinkhorn
 from tests.test_sinkhorn import cosine_cost, pot_plans, transcription
 
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # conftest: tiny problems, one intra-op thread
 
 
 def grouped_costs(groups=3, per_group=4, m=16, n=4, dtype=torch.float64):
