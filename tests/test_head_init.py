@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from otseg_hf.model.modeling_base import multi_prompt_sinkhorn_score
+from otseg_hf.model.modeling_base import SinkhornOptions, multi_prompt_sinkhorn_score
 from otseg_hf.recipes import RECIPES
 from otseg_hf.recipes.initialization import initialize_head
 
@@ -38,19 +38,13 @@ def test_clip_init_passes_the_text_through_and_compares_pixels_as_they_are(make_
     # so the first decoder layer's map is the MPS score map of the same pixels and text
     first = model.head.decoder.layers[0]
     updated, layer_map = first(queries, pixels)
-    torch.testing.assert_close(layer_map, multi_prompt_sinkhorn_score(pixels, queries, first_options(model)))
+    torch.testing.assert_close(layer_map, multi_prompt_sinkhorn_score(pixels, queries, SinkhornOptions.from_config(model.config)))
     # the layer adds nothing to its queries: they only pass its two layer norms
     expected = F.layer_norm(F.layer_norm(queries, queries.shape[-1:], eps=1e-5), queries.shape[-1:], eps=1e-5)
     torch.testing.assert_close(updated, expected, rtol=0, atol=1e-5)
     # the visual prompt tokens start as zero vectors, before every prompted layer
     for index in range(model.config.visual_prompt_depth + 1):
         assert torch.count_nonzero(model.visual_prompts(index, 2)) == 0
-
-
-def first_options(model):
-    from otseg_hf.model.modeling_base import SinkhornOptions
-
-    return SinkhornOptions.from_config(model.config)
 
 
 def test_clip_init_still_trains_the_visual_prompts(make_model):

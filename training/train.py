@@ -258,16 +258,11 @@ def build_model(args, recipe, class_names, seen_label_ids):
 
         from otseg_hf.testing import char_clip_tokenizer, tiny_clip_config
 
-        clip = CLIPModel(tiny_clip_config(image_size=recipe.crop_size))
-        tokenizer = char_clip_tokenizer()
-        model = model_class.from_clip(
-            clip, class_names, seen_label_ids, transductive, tokenizer, recipe.crop_size, **overrides
-        )
-        initialize_head(model, recipe.head_init)
-        return model, tokenizer
-    tokenizer = load_tokenizer(recipe.clip, "pass a CLIP name or folder that has one")
+        clip, tokenizer = CLIPModel(tiny_clip_config(image_size=recipe.crop_size)), char_clip_tokenizer()
+    else:
+        clip, tokenizer = recipe.clip, load_tokenizer(recipe.clip, "pass a CLIP name or folder that has one")
     model = model_class.from_clip(
-        recipe.clip, class_names, seen_label_ids, transductive, tokenizer, recipe.crop_size, **overrides
+        clip, class_names, seen_label_ids, transductive, tokenizer, recipe.crop_size, **overrides
     )
     initialize_head(model, recipe.head_init)
     return model, tokenizer
