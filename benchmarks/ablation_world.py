@@ -56,9 +56,9 @@ REFERENCE_PENALTY = 0.1
 # training runs: name -> (recipe, model overrides, starts from, other train.py flags)
 RUNS = {
     "otseg": ("otseg-world-inductive", [], None, []),
-    # the reference's start: random head, the earlier world recipe's learning rate and steps
-    "otseg_reference_init": (
-        "otseg-world-inductive", [], None, ["--head-init", "reference", "--learning-rate", "3e-4", "--max-steps", "200"]
+    # the previous world recipe: a head that starts as the frozen CLIP's dense matcher, 3e-5, 100 steps
+    "otseg_clip_init": (
+        "otseg-world-inductive", [], None, ["--head-init", "clip", "--learning-rate", "3e-5", "--max-steps", "100"]
     ),
     "softmax": ("otseg-world-inductive", ["matching=softmax"], None, []),
     "zegot": ("zegot-world-inductive", [], None, []),

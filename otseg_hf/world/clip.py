@@ -1,14 +1,17 @@
 """The zero-shot world's CLIP: a tokenizer for its captions, a tiny CLIP, its batches and losses.
 
 A tiny `CLIPModel` is pretrained contrastively on world v2's captioned scenes (`otseg_hf.world.captions`,
-`training/pretrain_clip.py`), with two losses and no mask:
+`training/pretrain_clip.py`), with no mask:
 
-- scene-caption: CLIP's symmetric InfoNCE between the image embedding (CLS) and the caption;
-- patch-phrase: multiple-instance grounding of the patch tokens, taken through `post_layernorm` and
-  `visual_projection` as OTSeg reads them: for every phrase true of an object in the image ("a photo
-  of a striped red shape.", "a photo of a red shape.", "a photo of a circle.", ...), the image's
-  best-matching patches must match it better than the phrases true of nothing in it. So the dense
-  tokens carry meaning too, learnt from captions alone, for every class the captions name.
+- scene-caption: CLIP's symmetric InfoNCE between the image embedding (CLS) and the caption. The shipped
+  world CLIP is trained with this loss alone, as a web CLIP is: its patch tokens are informative (a linear
+  probe separates the classes) but not aligned with the text, so its frozen dense zero-shot argmax is weak,
+  the gap that OTSeg's training closes on real CLIPs too;
+- patch-phrase (opt-in, `patch_loss_weight > 0`): multiple-instance grounding of the patch tokens, taken
+  through `post_layernorm` and `visual_projection` as OTSeg reads them: for every phrase true of an object
+  in the image ("a photo of a striped red shape.", "a photo of a red shape.", ...), the image's
+  best-matching patches must match it better than the phrases true of nothing in it. It trains dense
+  alignment directly, which no web CLIP has, and makes the frozen dense baseline unrealistically strong.
 
 ```python
 >>> from otseg_hf.world.clip import world_clip_config, world_clip_tokenizer
@@ -296,10 +299,11 @@ class WorldCLIPPretrainer(nn.Module):
 
     Args:
         clip: the model to train.
-        patch_loss_weight: weight of the patch-phrase loss beside the scene-caption loss.
+        patch_loss_weight: weight of the patch-phrase loss beside the scene-caption loss (0, the shipped
+            CLIP's: the caption loss alone; the patch loss is still computed and reported).
     """
 
-    def __init__(self, clip: CLIPModel, patch_loss_weight: float = 1.0):
+    def __init__(self, clip: CLIPModel, patch_loss_weight: float = 0.0):
         super().__init__()
         self.clip = clip
         self.patch_loss_weight = patch_loss_weight
