@@ -417,7 +417,7 @@ def _register_opaque_ops():
     namespace = "otseg_" + "".join(c if c.isalnum() else "_" for c in __name__)
     solve_schema = (
         "(Tensor cost, Tensor log_mu, Tensor log_nu, float epsilon, int max_iter, float tol, "
-        "int check_every, int keep_every, int groups, bool history) "
+        "int check_every, int keep_every, SymInt groups, bool history) "
         "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)"
     )
     backward_schema = (
