@@ -2,14 +2,14 @@
 (forward with labels, loss, backward) compile without a graph break and give eager's numbers.
 
 `fullgraph=True` makes any graph break an error, and a host read in the traced code (`.item()`, `bool(tensor)`,
-`.cpu()`, `.tolist()`, `nonzero()`) is a graph break or, for a data-dependent branch, a tracing error. The Sinkhorn
-solver and the mask loss are opaque custom operators under compile (the eager code, called as it is): the solver
-reads its stopping test back once every `check_every` iterations, and never with `sinkhorn_tol=0`, which the
-profiler counts below.
+`.cpu()`, `.tolist()`, `nonzero()`) is a graph break or, for a data-dependent branch, a tracing error. The
+Sinkhorn solver and the mask loss are opaque custom operators under compile (the eager code, called as it is):
+the solver reads its stopping test back once every `check_every` iterations, and never with `sinkhorn_tol=0`,
+which the profiler counts below.
 
 The independent references: the eager model (itself tested against the spec's transcriptions elsewhere) and,
-for the gradient of the loop that `torch.export` traces, autograd through `test_sinkhorn.transcription`, the spec's
-loop.
+for the gradient of the loop that `torch.export` traces, autograd through `test_sinkhorn.transcription`, the
+spec's loop.
 """
 
 from __future__ import annotations
@@ -71,7 +71,8 @@ def test_loop_with_gradient_matches_autograd_through_the_transcription(stop_grou
 @pytest.mark.parametrize("tol", [1e-6, 0.0])
 def test_compiled_solver_gives_the_eager_plan_and_gradient_to_the_bit(tol, stop_groups, grad_mode):
     """The compiled call runs the eager solver and its backward (AOTAutograd traces around them), so plan,
-    iteration count and d plan / d cost are eager's exactly, for both stopping rules and both backward modes."""
+    iteration count and d plan / d cost are eager's exactly, for both stopping rules and both backward
+    modes."""
     batch, _ = grouped_costs()
     weights = torch.randn(batch.shape, generator=torch.Generator().manual_seed(0), dtype=batch.dtype)
 
@@ -101,23 +102,24 @@ def _host_reads(fn, *args) -> int:
 
 
 def test_compiled_solver_reads_nothing_back_with_a_fixed_iteration_count():
-    """With `tol=0` a compiled Sinkhorn call (inductor) makes no host read; with the stopping rule it reads its
-    test once every `check_every` iterations (the counter sees those: the check can fail)."""
+    """With `tol=0` a compiled Sinkhorn call (inductor) makes no host read; with the stopping rule it reads
+    its test once every `check_every` iterations (the counter sees those: the check can fail)."""
     cost = grouped_costs(dtype=torch.float32)[0]
     reads = {}
     for tol in (1e-6, 0.0):
         compiled = torch.compile(
             lambda c, tol=tol: log_sinkhorn(c, 0.05, max_iter=60, tol=tol, stop_groups=3), fullgraph=True
         )
-        torch.testing.assert_close(compiled(cost), log_sinkhorn(cost, 0.05, max_iter=60, tol=tol, stop_groups=3))
+        expected = log_sinkhorn(cost, 0.05, max_iter=60, tol=tol, stop_groups=3)
+        torch.testing.assert_close(compiled(cost), expected)
         reads[tol] = _host_reads(compiled, cost)
     assert reads[0.0] == 0
     assert reads[1e-6] >= 60 // 10  # one read (and the nonzero of each group) per window of check_every = 10
 
 
 def test_two_copies_of_the_module_register_their_own_operators():
-    """A Hub folder's remote code is another copy of sinkhorn.py under another module name: importing it beside
-    the package's registers operators of its own name instead of failing on a duplicate."""
+    """A Hub folder's remote code is another copy of sinkhorn.py under another module name: importing it
+    beside the package's registers operators of its own name instead of failing on a duplicate."""
     spec = importlib.util.spec_from_file_location("hub_copy_of_sinkhorn", Path(sinkhorn.__file__))
     copy = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(copy)
@@ -185,5 +187,7 @@ def test_compiled_eval_forward_with_a_fixed_iteration_count_reads_nothing_back(m
     compiled = torch.compile(model, fullgraph=True)
     pixel_values = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        torch.testing.assert_close(compiled(pixel_values).logits, model(pixel_values).logits, rtol=1e-4, atol=1e-4)
-        assert _host_reads(compiled, pixel_values) == 0  # (the eager call made no recompilation: nothing traced)
+        logits = compiled(pixel_values).logits
+        expected = model(pixel_values).logits  # (the first eager call must not make compiled recompile:
+        assert _host_reads(compiled, pixel_values) == 0  # a recompilation would count its tracing's reads)
+        torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4)

@@ -349,8 +349,8 @@ class ZeroShotSegmentationPreTrainedModel(PreTrainedModel):
             "the class text embeddings are not computed: call model.set_class_names(names, tokenizer), "
             f"build the model with {type(self).__name__}.from_clip, or pass text_embeds"
         )
-        if torch.compiler.is_compiling():  # no host read in a compiled graph: an assertion inside it, every call
-            # (reading `_text_cache_checked` here would make the first eager call recompile the compiled forward)
+        if torch.compiler.is_compiling():  # no host read in a compiled graph: an assertion in it, every call
+            # (reading `_text_cache_checked` here makes the first eager call recompile the compiled model)
             torch._assert_async(self.class_text_embeds.abs().sum() > 0, message)
             return
         if getattr(self, "_text_cache_checked", False):
