@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .sinkhorn import _operator_namespace
+
 
 def count_masks(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Number of (image, class) pairs present in `labels`, averaged over processes, at least 1.
@@ -165,9 +167,9 @@ def _register_opaque_loss():
     """`_loss_and_gradient` as a custom operator with `_ChunkedMaskLoss`'s backward, which `torch.compile`
     calls as it is (opaque: the eager chunked loss runs, with its cache-sized chunks, and inductor generates
     no code for it). Registered at import (an operator cannot be registered while being traced), under a name
-    made from this module's name, so that two copies of this file (the package's and a Hub folder's remote
-    code) do not clash."""
-    namespace = "otseg_" + "".join(c if c.isalnum() else "_" for c in __name__)
+    made from this module's name (`sinkhorn._operator_namespace`), so that copies of this file (the package's
+    and a Hub folder's remote code) do not clash."""
+    namespace = _operator_namespace(__name__, "mask_loss")
     schema = (
         "(Tensor logits, Tensor labels, Tensor num_masks, float focal_weight, float dice_weight, "
         "float alpha, float gamma, int chunk, bool needs_grad) -> (Tensor, Tensor)"

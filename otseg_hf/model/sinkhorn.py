@@ -406,15 +406,27 @@ class _SinkhornRecompute(torch.autograd.Function):
         return grad_cost, None, None, None, None, None, None, None, None
 
 
+def _operator_namespace(module_name: str, op_name: str) -> str:
+    """A `torch.library` namespace for `op_name` made from `module_name` (a copy of this closure under another
+    module name gets its own), with a numeric suffix if a module of that name already registered it (a Hub
+    module re-executed under its name by transformers after its file changed)."""
+    base = "otseg_" + "".join(c if c.isalnum() else "_" for c in module_name)
+    namespace, count = base, 1
+    while hasattr(getattr(torch.ops, namespace), op_name):
+        count += 1
+        namespace = f"{base}_{count}"
+    return namespace
+
+
 def _register_opaque_ops():
     """`(solve, solve_backward)`: the eager solver (`_iterate`) and its backward (`_recompute_backward`) as
     custom operators with an autograd formula, which `torch.compile` calls as they are: opaque, so inductor
     generates no code for the loop (a traced `while_loop` and its hand-written backward made about a third of
     a training step's compile time), and the compiled model gets eager's numbers to the bit. Registered at
     import (an operator cannot be registered while being traced; about 4 ms) under a name made from this
-    module's name, so that two copies of this file (the package's and a Hub folder's remote code) do not
-    clash."""
-    namespace = "otseg_" + "".join(c if c.isalnum() else "_" for c in __name__)
+    module's name (`_operator_namespace`), so that two copies of this file (the package's and a Hub folder's
+    remote code) do not clash."""
+    namespace = _operator_namespace(__name__, "solve")
     solve_schema = (
         "(Tensor cost, Tensor log_mu, Tensor log_nu, float epsilon, int max_iter, float tol, "
         "int check_every, int keep_every, SymInt groups, bool history) "
