@@ -10,7 +10,8 @@ The model and inputs are `forward.py`'s (random weights, batch --batch, K = --cl
 embeddings). For each runtime: the median time of one forward over --repeats runs, the time of the first call
 (tracing, code generation and compilation included: the compile or export cost) and the largest |difference|
 of its logits from eager's (and whether the argmax agrees everywhere). Sinkhorn runs to the config's stopping
-rule in every runtime (a while_loop when compiled or exported), so the numbers compare the same work. This is
+rule in every runtime (the eager solver as an opaque operator when compiled, a Loop when exported), so the
+numbers compare the same work. This is
 a measurement, not a test: nothing asserts.
 
 With --train, the training step (batch --train-batch, K = --train-classes, fully supervised, `model.train()`) is

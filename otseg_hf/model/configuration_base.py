@@ -313,8 +313,9 @@ class ZeroShotSegmentationConfig(ZeroShotSegmentationConfigMixin, PretrainedConf
         sinkhorn_tol (`float`, *optional*, defaults to 1e-6):
             Sinkhorn stopping tolerance on mean |u - u_prev| (over the batch in training, over each image's
             problems at inference). `0` is the opt-in fixed iteration count: no convergence test, every call
-            runs exactly `sinkhorn_max_iter` iterations (no data-dependent control flow, e.g. for a compiled or
-            exported graph; it changes the numbers wherever the default would have stopped early).
+            runs exactly `sinkhorn_max_iter` iterations and reads nothing back to the host (no synchronisation
+            with a GPU, compiled or not; no data-dependent control flow in an exported graph). It changes the
+            numbers wherever the default would have stopped early.
         sinkhorn_grad_mode (`str`, *optional*, defaults to `"recompute"`):
             How training backpropagates through the Sinkhorn iterations, always exactly: `"recompute"` keeps the
             potentials of every iteration, `"checkpoint"` those of every sqrt(max_iter)-th only (the same

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .sinkhorn import _operator_namespace
+
 
 def count_masks(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Number of (image, class) pairs present in `labels`, averaged over processes, at least 1.
@@ -85,6 +87,53 @@ def mask_loss_reference(
     return focal_weight * focal + dice_weight * dice
 
 
+def _loss_and_gradient(logits, labels, num_masks, focal_weight, dice_weight, alpha, gamma, chunk, needs_grad):
+    """`_ChunkedMaskLoss`'s loss and, with `needs_grad`, its gradient with respect to `logits` (else None)."""
+    dtype = _compute_dtype(logits)
+    (height, width), (low_h, low_w) = labels.shape[-2:], logits.shape[-2:]
+    pixels = height * width
+    resize_h, resize_w = _resize_matrix(low_h, height, dtype, logits.device), _resize_matrix(
+        low_w, width, dtype, logits.device
+    )
+    labels = _compact_labels(labels, logits.shape[1]).flatten(1).unsqueeze(1)  # (B, 1, HW)
+    scale = num_masks.new_ones(()) / num_masks  # the backward's grad_output / num_masks for grad_output 1
+    focal_total, dice_total, grads = 0.0, 0.0, []
+    for start in range(0, logits.shape[1], chunk):
+        low = logits[:, start : start + chunk].to(dtype)
+        x = (resize_h @ low @ resize_w.T).flatten(2)  # (B, c, HW) upsampled logits
+        if dtype != logits.dtype:  # half-precision logits: upsampled in their dtype, as the reference does
+            x = x.to(logits.dtype).to(dtype)
+        ids = torch.arange(start, start + low.shape[1], device=labels.device, dtype=labels.dtype)
+        y = (labels == ids.view(1, -1, 1)).to(dtype)  # (B, c, HW) binary targets
+        z = torch.addcmul(x, x, y, value=-2)  # (1 - 2y) x
+        del x
+        q = torch.sigmoid(z)  # 1 - p_t
+        ce = F.softplus(z)  # -log p_t
+        del z
+        # dice on p = sigmoid(x) = |q - y|
+        p = (q - y).abs_()
+        inter, p_sum, y_sum = torch.linalg.vecdot(p, y), p.sum(-1), y.sum(-1)
+        del p
+        present = (y_sum > 0).to(dtype)
+        denom = p_sum + y_sum + 1
+        dice_total = dice_total + ((1 - (2 * inter + 1) / denom) * present).sum()
+        # focal: mean over the pixels of alpha_t ce q^gamma
+        q_gamma = None if gamma == 0 else q if gamma == 1 else q * q if gamma == 2 else q.pow(gamma)
+        focal = ce if q_gamma is None else ce * q_gamma
+        focal_sum = focal.sum(-1)
+        if alpha >= 0:  # alpha on positives, 1 - alpha on negatives
+            focal_sum = (1 - alpha) * focal_sum + (2 * alpha - 1) * torch.linalg.vecdot(focal, y)
+        focal_total = focal_total + focal_sum.sum() / pixels
+        del focal
+        if needs_grad:
+            maps = (y, q, q_gamma, ce)
+            weights = (focal_weight, dice_weight, alpha, gamma)
+            d_x = _chunk_gradient(maps, (inter, denom, present), weights, scale, pixels)
+            grads.append(resize_h.T @ d_x.view(*d_x.shape[:2], height, width) @ resize_w)
+    loss = (focal_weight * focal_total + dice_weight * dice_total) / num_masks
+    return loss, torch.cat(grads, dim=1) if needs_grad else None
+
+
 class _ChunkedMaskLoss(torch.autograd.Function):
     """Focal + dice over class chunks. When the logits need a gradient, the forward pass also computes it,
     chunk by chunk with the analytic formulas, while the chunk's full-resolution maps are at hand: the
@@ -100,51 +149,11 @@ class _ChunkedMaskLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, labels, num_masks, focal_weight, dice_weight, alpha, gamma, chunk):
-        dtype = _compute_dtype(logits)
-        (height, width), (low_h, low_w) = labels.shape[-2:], logits.shape[-2:]
-        pixels = height * width
-        resize_h, resize_w = _resize_matrix(low_h, height, dtype, logits.device), _resize_matrix(
-            low_w, width, dtype, logits.device
+        loss, ctx.grad = _loss_and_gradient(
+            logits, labels, num_masks, focal_weight, dice_weight, alpha, gamma, chunk, ctx.needs_input_grad[0]
         )
-        labels = _compact_labels(labels, logits.shape[1]).flatten(1).unsqueeze(1)  # (B, 1, HW)
-        needs_grad = ctx.needs_input_grad[0]
-        scale = num_masks.new_ones(()) / num_masks  # the backward's grad_output / num_masks for grad_output 1
-        focal_total, dice_total, grads = 0.0, 0.0, []
-        for start in range(0, logits.shape[1], chunk):
-            low = logits[:, start : start + chunk].to(dtype)
-            x = (resize_h @ low @ resize_w.T).flatten(2)  # (B, c, HW) upsampled logits
-            if dtype != logits.dtype:  # half-precision logits: upsampled in their dtype, as the reference does
-                x = x.to(logits.dtype).to(dtype)
-            ids = torch.arange(start, start + low.shape[1], device=labels.device, dtype=labels.dtype)
-            y = (labels == ids.view(1, -1, 1)).to(dtype)  # (B, c, HW) binary targets
-            z = torch.addcmul(x, x, y, value=-2)  # (1 - 2y) x
-            del x
-            q = torch.sigmoid(z)  # 1 - p_t
-            ce = F.softplus(z)  # -log p_t
-            del z
-            # dice on p = sigmoid(x) = |q - y|
-            p = (q - y).abs_()
-            inter, p_sum, y_sum = torch.linalg.vecdot(p, y), p.sum(-1), y.sum(-1)
-            del p
-            present = (y_sum > 0).to(dtype)
-            denom = p_sum + y_sum + 1
-            dice_total = dice_total + ((1 - (2 * inter + 1) / denom) * present).sum()
-            # focal: mean over the pixels of alpha_t ce q^gamma
-            q_gamma = None if gamma == 0 else q if gamma == 1 else q * q if gamma == 2 else q.pow(gamma)
-            focal = ce if q_gamma is None else ce * q_gamma
-            focal_sum = focal.sum(-1)
-            if alpha >= 0:  # alpha on positives, 1 - alpha on negatives
-                focal_sum = (1 - alpha) * focal_sum + (2 * alpha - 1) * torch.linalg.vecdot(focal, y)
-            focal_total = focal_total + focal_sum.sum() / pixels
-            del focal
-            if needs_grad:
-                maps = (y, q, q_gamma, ce)
-                weights = (focal_weight, dice_weight, alpha, gamma)
-                d_x = _chunk_gradient(maps, (inter, denom, present), weights, scale, pixels)
-                grads.append(resize_h.T @ d_x.view(*d_x.shape[:2], height, width) @ resize_w)
-        ctx.grad = torch.cat(grads, dim=1) if needs_grad else None
         ctx.logits_dtype = logits.dtype
-        return (focal_weight * focal_total + dice_weight * dice_total) / num_masks
+        return loss
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -152,6 +161,47 @@ class _ChunkedMaskLoss(torch.autograd.Function):
         grad = ctx.grad * grad_output.to(ctx.grad.dtype)
         ctx.grad = None
         return grad.to(ctx.logits_dtype), None, None, None, None, None, None, None
+
+
+def _register_opaque_loss():
+    """`_loss_and_gradient` as a custom operator with `_ChunkedMaskLoss`'s backward, which `torch.compile`
+    calls as it is (opaque: the eager chunked loss runs, with its cache-sized chunks, and inductor generates
+    no code for it). Registered at import (an operator cannot be registered while being traced), under a name
+    made from this module's name (`sinkhorn._operator_namespace`), so that copies of this file (the package's
+    and a Hub folder's remote code) do not clash."""
+    namespace = _operator_namespace(__name__, "mask_loss")
+    schema = (
+        "(Tensor logits, Tensor labels, Tensor num_masks, float focal_weight, float dice_weight, "
+        "float alpha, float gamma, int chunk, bool needs_grad) -> (Tensor, Tensor)"
+    )
+
+    @torch.library.custom_op(f"{namespace}::mask_loss", mutates_args=(), schema=schema)
+    def loss_op(logits, labels, num_masks, focal_weight, dice_weight, alpha, gamma, chunk, needs_grad):
+        """(loss, its gradient with respect to `logits` in the compute dtype; empty without `needs_grad`)."""
+        loss, grad = _loss_and_gradient(
+            logits, labels, num_masks, focal_weight, dice_weight, alpha, gamma, chunk, needs_grad
+        )
+        return loss.clone(), grad if needs_grad else logits.new_empty(0, dtype=loss.dtype)
+
+    @loss_op.register_fake
+    def _(logits, labels, num_masks, focal_weight, dice_weight, alpha, gamma, chunk, needs_grad):
+        dtype = _compute_dtype(logits)
+        grad = logits.new_empty(logits.shape if needs_grad else (0,), dtype=dtype)
+        return logits.new_empty((), dtype=dtype), grad
+
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(output[1])
+        ctx.logits_dtype = inputs[0].dtype
+
+    def backward(ctx, grad_output, _grad_grad):
+        (grad,) = ctx.saved_tensors
+        return (grad * grad_output.to(grad.dtype)).to(ctx.logits_dtype), *[None] * 8
+
+    loss_op.register_autograd(backward, setup_context=setup_context)
+    return loss_op
+
+
+_opaque_mask_loss = _register_opaque_loss()
 
 
 def _chunk_gradient(maps, dice_stats, weights, scale, pixels):
@@ -210,13 +260,17 @@ def mask_loss(
 ) -> torch.Tensor:
     """`mask_loss_reference`, computed in class chunks of at most `max_chunk_elements` pixels (and at most
     `_CACHE_CHUNK_ELEMENTS`, so that a chunk's few live maps stay in the CPU's last-level cache). Under
-    `torch.compile` the chunks are only `max_chunk_elements` large: the traced loop is unrolled, so compile time
-    grows with the number of chunks, and the compiled kernels fuse a chunk's maps anyway."""
+    `torch.compile` the same chunked computation runs as an opaque custom operator (`_register_opaque_loss`):
+    the same numbers as eager, and no generated code for it."""
     batch, num_classes = logits.shape[:2]
     pixels = labels.shape[-2] * labels.shape[-1]
-    elements = max_chunk_elements if torch.compiler.is_compiling() else min(max_chunk_elements, _CACHE_CHUNK_ELEMENTS)
+    elements = min(max_chunk_elements, _CACHE_CHUNK_ELEMENTS)
     chunk = max(1, min(num_classes, elements // max(1, batch * pixels)))
     num_masks = torch.as_tensor(num_masks, dtype=_compute_dtype(logits), device=logits.device)
+    if torch.compiler.is_compiling() and not torch.compiler.is_exporting():
+        needs_grad = logits.requires_grad and torch.is_grad_enabled()
+        weights = (float(focal_weight), float(dice_weight), float(alpha), float(gamma))
+        return _opaque_mask_loss(logits, labels, num_masks, *weights, chunk, needs_grad)[0]
     return _ChunkedMaskLoss.apply(logits, labels, num_masks, focal_weight, dice_weight, alpha, gamma, chunk)
 
 

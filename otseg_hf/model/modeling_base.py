@@ -345,14 +345,15 @@ class ZeroShotSegmentationPreTrainedModel(PreTrainedModel):
 
     def _check_text_cache(self) -> None:
         """Raise `ValueError` if the class text embeddings were never computed (all zeros); checked once."""
-        if getattr(self, "_text_cache_checked", False):
-            return
         message = (
             "the class text embeddings are not computed: call model.set_class_names(names, tokenizer), "
             f"build the model with {type(self).__name__}.from_clip, or pass text_embeds"
         )
-        if torch.compiler.is_compiling():  # no host read in a compiled graph: an assertion inside it
+        if torch.compiler.is_compiling():  # no host read in a compiled graph: an assertion in it, every call
+            # (reading `_text_cache_checked` here makes the first eager call recompile the compiled model)
             torch._assert_async(self.class_text_embeds.abs().sum() > 0, message)
+            return
+        if getattr(self, "_text_cache_checked", False):
             return
         if not bool(self.class_text_embeds.abs().sum() > 0):
             raise ValueError(message)

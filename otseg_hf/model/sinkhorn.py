@@ -19,14 +19,15 @@ error, so a group's plan does not depend on the other groups in the batch. `tol 
 The reference reads the error back to the host after every iteration. Here, eagerly, the errors
 stay on the device and are read once every `check_every` iterations; the potentials of every
 iteration in that window are kept (they are small: (B, M) and (B, N)), so the result is the one of
-the first converged iteration exactly as if it had been checked every time. Under `torch.compile`
-(and `torch.export`) the loop is a `while_loop` whose condition is the same stopping rule, so the
-graph holds one iteration whatever `max_iter` is; with `tol <= 0` and no gradient it is a plain unrolled
-loop with no data-dependent control flow (compile time grows with `max_iter`). With a gradient (a compiled
-training step) it is `_SinkhornLoopWithGrad`: a `while_loop` that keeps every iteration's potentials and a
-hand-written backward `while_loop`, for `tol <= 0` too. No Python-level host read is traced in any of these
-(`fullgraph=True` compiles them); the compiled program evaluates a `while_loop`'s condition once per
-iteration.
+the first converged iteration exactly as if it had been checked every time.
+
+Under `torch.compile` the solver is an opaque custom operator (`_register_opaque_ops`): the compiled program
+calls this eager solver and its exact backward as they are, so they give eager's numbers to the bit, read
+the error back once every `check_every` iterations (with `tol <= 0` never), and inductor generates no code
+for them (the compile time does not depend on the solver). Under `torch.export` (ONNX) the loop is a
+`while_loop` whose condition is the same stopping rule, so the graph holds one iteration whatever `max_iter`
+is; with `tol <= 0` and no gradient it is a plain unrolled loop (`_iterate_compiled`); with a gradient it is
+`_SinkhornLoopWithGrad`. No Python-level host read is traced in any of these (`fullgraph=True` compiles them).
 
 References:
     Cuturi, "Sinkhorn Distances: Lightspeed Computation of Optimal Transport", NeurIPS 2013.
@@ -173,7 +174,7 @@ def _iterate(cost, log_mu, log_nu, epsilon, max_iter, tol, check_every, history=
 
 
 def _iterate_compiled(cost, log_mu, log_nu, epsilon, max_iter, tol, groups=None):
-    """`_iterate` for `torch.compile` and `torch.export`: the same iterations and stopping rule with no host
+    """`_iterate` for `torch.export`: the same iterations and stopping rule with no host
     synchronisation in the graph. A `while_loop` (one traced iteration, whatever `max_iter`) carries the
     potentials, and, per group, the potentials and the number of its first converged iteration; with
     `tol <= 0`, a plain loop of `max_iter` iterations. Returns `(u, v, n_iter)`, `n_iter` a 0-d tensor."""
@@ -224,7 +225,8 @@ def _iterate_compiled(cost, log_mu, log_nu, epsilon, max_iter, tol, groups=None)
 
 
 class _SinkhornLoopWithGrad(torch.autograd.Function):
-    """`_iterate_compiled`'s loop with a gradient, for `torch.compile` of a training step.
+    """`_iterate_compiled`'s loop with a gradient, for `torch.export` of a graph that differentiates Sinkhorn
+    (`torch.compile` calls the opaque operator instead).
 
     torch's own autograd of `while_loop` (torch 2.13) gets the gradient of a tensor that every iteration reads
     (the cost here) wrong after more than two iterations, so the loop is run without autograd and differentiated
@@ -315,6 +317,53 @@ class _SinkhornLoopWithGrad(torch.autograd.Function):
         return grad_cost, None, None, None, None, None, None
 
 
+def _recompute_backward(grad_plan, cost, plan, log_mu, u_kept, vs, epsilon, keep_every, n_iter, group_iters):
+    """d loss / d cost of `_SinkhornRecompute`: the unrolled iterations walked back from the plan's (see its
+    docstring). `u_kept`: the source potentials of iterations 0, keep_every, ...; `vs`: the target potentials
+    of every iteration (lists or stacked tensors); `group_iters`: each group's iteration, or None."""
+    scaled_cost = cost / epsilon
+
+    def softmax_kernel(u, v, dim):  # softmax over `dim` of (u_m + v_n - C_mn) / eps
+        return torch.softmax((u / epsilon).unsqueeze(2) + (v / epsilon).unsqueeze(1) - scaled_cost, dim=dim)
+
+    grad_z = grad_plan * plan  # through T = exp(Z), Z = (u + v - C) / eps
+    grad_u = grad_z.sum(2) / epsilon
+    grad_v = grad_z.sum(1) / epsilon
+    grad_cost = grad_z.div_(-epsilon)
+    inject = None
+    if group_iters is not None:
+        # group g's plan comes from its iteration n_g: its gradient enters there (zero before, going back)
+        ends = torch.tensor(group_iters, device=cost.device)
+        ends = ends.repeat_interleave(cost.shape[0] // len(group_iters)).unsqueeze(1)  # (B, 1)
+        end_grads = (grad_u, grad_v)
+
+        def inject(t, grad_u, grad_v):  # add the gradient of the problems whose plan is iteration t's
+            return torch.where(ends == t, end_grads[0], grad_u), torch.where(ends == t, end_grads[1], grad_v)
+
+        zero_u, zero_v = torch.zeros_like(grad_u), torch.zeros_like(grad_v)
+        grad_u, grad_v = inject(n_iter, zero_u, zero_v)
+    for first in reversed(range(0, n_iter, keep_every)):  # segments first .. last
+        last = min(first + keep_every, n_iter)
+        if keep_every == 1:
+            us = u_kept[first : last + 1]
+        else:  # u_first .. u_last
+            us = [u_kept[first // keep_every]]
+            for t in range(first + 1, last + 1):
+                us.append(_update_u(us[-1], vs[t - 1], cost, log_mu, epsilon))
+        for t in range(last, first, -1):
+            u_prev, v_prev = us[t - 1 - first], vs[t - 1]
+            weighted = softmax_kernel(us[t - first], v_prev, dim=1).mul_(grad_v.unsqueeze(1))
+            grad_cost.add_(weighted)
+            grad_u = grad_u - weighted.sum(2)
+            weighted = softmax_kernel(u_prev, v_prev, dim=2).mul_(grad_u.unsqueeze(2))
+            grad_cost.add_(weighted)
+            grad_v = -weighted.sum(1)
+            grad_u = torch.zeros_like(grad_u)
+            if inject is not None:
+                grad_u, grad_v = inject(t - 1, grad_u, grad_v)
+    return grad_cost
+
+
 class _SinkhornRecompute(torch.autograd.Function):
     """Sinkhorn with an exact backward through the unrolled iterations that keeps only the potentials and
     recomputes the (B, M, N) kernels in reverse order.
@@ -350,50 +399,102 @@ class _SinkhornRecompute(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_plan, _grad_u, _grad_v, _grad_n):
         cost, plan, log_mu = ctx.saved_tensors
-        (u_kept, vs), epsilon, keep_every = ctx.history, ctx.epsilon, ctx.keep_every
-        scaled_cost = cost / epsilon
-
-        def softmax_kernel(u, v, dim):  # softmax over `dim` of (u_m + v_n - C_mn) / eps
-            return torch.softmax(
-                (u / epsilon).unsqueeze(2) + (v / epsilon).unsqueeze(1) - scaled_cost, dim=dim
-            )
-
-        grad_z = grad_plan * plan  # through T = exp(Z), Z = (u + v - C) / eps
-        grad_u = grad_z.sum(2) / epsilon
-        grad_v = grad_z.sum(1) / epsilon
-        grad_cost = grad_z.div_(-epsilon)
-        inject = None
-        if ctx.group_iters is not None:
-            # group g's plan comes from its iteration n_g: its gradient enters there (zero before, going back)
-            ends = torch.tensor(ctx.group_iters, device=cost.device)
-            ends = ends.repeat_interleave(cost.shape[0] // len(ctx.group_iters)).unsqueeze(1)  # (B, 1)
-            end_grads = (grad_u, grad_v)
-
-            def inject(t, grad_u, grad_v):  # add the gradient of the problems whose plan is iteration t's
-                return torch.where(ends == t, end_grads[0], grad_u), torch.where(ends == t, end_grads[1], grad_v)
-
-            zero_u, zero_v = torch.zeros_like(grad_u), torch.zeros_like(grad_v)
-            grad_u, grad_v = inject(ctx.n_iter, zero_u, zero_v)
-        for first in reversed(range(0, ctx.n_iter, keep_every)):  # segments first .. last
-            last = min(first + keep_every, ctx.n_iter)
-            if keep_every == 1:
-                us = u_kept[first : last + 1]
-            else:  # u_first .. u_last
-                us = [u_kept[first // keep_every]]
-                for t in range(first + 1, last + 1):
-                    us.append(_update_u(us[-1], vs[t - 1], cost, log_mu, epsilon))
-            for t in range(last, first, -1):
-                u_prev, v_prev = us[t - 1 - first], vs[t - 1]
-                weighted = softmax_kernel(us[t - first], v_prev, dim=1).mul_(grad_v.unsqueeze(1))
-                grad_cost.add_(weighted)
-                grad_u = grad_u - weighted.sum(2)
-                weighted = softmax_kernel(u_prev, v_prev, dim=2).mul_(grad_u.unsqueeze(2))
-                grad_cost.add_(weighted)
-                grad_v = -weighted.sum(1)
-                grad_u = torch.zeros_like(grad_u)
-                if inject is not None:
-                    grad_u, grad_v = inject(t - 1, grad_u, grad_v)
+        grad_cost = _recompute_backward(
+            grad_plan, cost, plan, log_mu, *ctx.history, ctx.epsilon, ctx.keep_every, ctx.n_iter,
+            ctx.group_iters,
+        )
         return grad_cost, None, None, None, None, None, None, None, None
+
+
+def _operator_namespace(module_name: str, op_name: str) -> str:
+    """A `torch.library` namespace for `op_name` made from `module_name` (a copy of this closure under another
+    module name gets its own), with a numeric suffix if a module of that name already registered it (a Hub
+    module re-executed under its name by transformers after its file changed)."""
+    base = "otseg_" + "".join(c if c.isalnum() else "_" for c in module_name)
+    namespace, count = base, 1
+    while hasattr(getattr(torch.ops, namespace), op_name):
+        count += 1
+        namespace = f"{base}_{count}"
+    return namespace
+
+
+def _register_opaque_ops():
+    """`(solve, solve_backward)`: the eager solver (`_iterate`) and its backward (`_recompute_backward`) as
+    custom operators with an autograd formula, which `torch.compile` calls as they are: opaque, so inductor
+    generates no code for the loop (a traced `while_loop` and its hand-written backward made about a third of
+    a training step's compile time), and the compiled model gets eager's numbers to the bit. Registered at
+    import (an operator cannot be registered while being traced; about 4 ms) under a name made from this
+    module's name (`_operator_namespace`), so that two copies of this file (the package's and a Hub folder's
+    remote code) do not clash."""
+    namespace = _operator_namespace(__name__, "solve")
+    solve_schema = (
+        "(Tensor cost, Tensor log_mu, Tensor log_nu, float epsilon, int max_iter, float tol, "
+        "int check_every, int keep_every, SymInt groups, bool history) "
+        "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)"
+    )
+    backward_schema = (
+        "(Tensor grad_plan, Tensor cost, Tensor plan, Tensor log_mu, Tensor us, Tensor vs, Tensor n_iter, "
+        "Tensor group_iters, float epsilon, int keep_every) -> Tensor"
+    )
+
+    @torch.library.custom_op(f"{namespace}::solve", mutates_args=(), schema=solve_schema)
+    def solve(cost, log_mu, log_nu, epsilon, max_iter, tol, check_every, keep_every, groups, history):
+        """(plan, u, v, n_iter (), group_iters (groups,), kept source potentials, target potentials); the two
+        histories (`_iterate`'s, stacked) are empty without `history`. `groups=0`: the batch-wide rule."""
+        kept = ([], []) if history else None
+        u, v, n_iter, group_iters = _iterate(
+            cost, log_mu, log_nu, epsilon, max_iter, tol, check_every, kept, keep_every, groups or None
+        )
+        plan = torch.exp(_kernel(u, v, cost, epsilon))
+        batch, m, n = cost.shape
+        us = torch.stack(kept[0]) if history else cost.new_empty(0, batch, m)
+        vs = torch.stack(kept[1]) if history else cost.new_empty(0, batch, n)
+        # the iteration counts stay on the host (CPU tensors on any device): the backward reads them there
+        iters = torch.tensor(group_iters or [], dtype=torch.long)
+        return plan, u.clone(), v.clone(), torch.tensor(n_iter), iters, us, vs
+
+    @solve.register_fake
+    def _(cost, log_mu, log_nu, epsilon, max_iter, tol, check_every, keep_every, groups, history):
+        batch, m, n = cost.shape
+        ctx = torch.library.get_ctx()
+        kept_u = ctx.new_dynamic_size() if history else 0
+        kept_v = ctx.new_dynamic_size() if history else 0
+        return (
+            cost.new_empty(batch, m, n), cost.new_empty(batch, m), cost.new_empty(batch, n),
+            torch.empty((), dtype=torch.long, device="cpu"),
+            torch.empty(groups, dtype=torch.long, device="cpu"),
+            cost.new_empty(kept_u, batch, m), cost.new_empty(kept_v, batch, n),
+        )
+
+    @torch.library.custom_op(f"{namespace}::solve_backward", mutates_args=(), schema=backward_schema)
+    def solve_backward(grad_plan, cost, plan, log_mu, us, vs, n_iter, group_iters, epsilon, keep_every):
+        iters = group_iters.tolist() or None
+        return _recompute_backward(
+            grad_plan.contiguous(), cost, plan, log_mu, us, vs, epsilon, keep_every, int(n_iter), iters
+        )
+
+    @solve_backward.register_fake
+    def _(grad_plan, cost, plan, log_mu, us, vs, n_iter, group_iters, epsilon, keep_every):
+        return torch.empty_like(cost)
+
+    def setup_context(ctx, inputs, output):
+        cost, log_mu, _, epsilon, _, _, _, keep_every, _, _ = inputs
+        plan, _, _, n_iter, group_iters, us, vs = output
+        ctx.save_for_backward(cost, plan, log_mu, us, vs, n_iter, group_iters)
+        ctx.epsilon, ctx.keep_every = epsilon, keep_every
+
+    def backward(ctx, grad_plan, *_):
+        cost, plan, log_mu, us, vs, n_iter, group_iters = ctx.saved_tensors
+        grad = solve_backward(
+            grad_plan, cost, plan, log_mu, us, vs, n_iter, group_iters, ctx.epsilon, ctx.keep_every
+        )
+        return grad, None, None, None, None, None, None, None, None, None
+
+    solve.register_autograd(backward, setup_context=setup_context)
+    return solve, solve_backward
+
+
+_opaque_solve, _ = _register_opaque_ops()  # (at import: a custom op cannot be registered while being traced)
 
 
 def log_sinkhorn(
@@ -422,9 +523,9 @@ def log_sinkhorn(
         target_marginal (`torch.Tensor` of shape (B, N) or (N,), *optional*): column sums of the plan;
             uniform 1/N if not given.
         check_every (`int`, defaults to 10): the convergence test is read back to the host once per
-            this many iterations (a performance knob: the result does not depend on it). Not used under
-            `torch.compile` / `torch.export` (see below); under `torch.jit.trace` no check is made and exactly
-            `max_iter` iterations run.
+            this many iterations (a performance knob: the result does not depend on it), also under
+            `torch.compile`. Not used under `torch.export` (see below); under `torch.jit.trace` no check is
+            made and exactly `max_iter` iterations run.
         grad_mode (`str`, defaults to `"recompute"`): how gradients reach `cost`, all exactly through the
             unrolled iterations. `"recompute"` keeps only the potentials of each iteration and recomputes
             the (B, M, N) kernels in the backward pass (memory O(iterations x B (M + N)));
@@ -442,14 +543,14 @@ def log_sinkhorn(
             (the models pass the number of images at inference, as the reference segments one image at a time). `None` (the reference's rule, used in training): one mean over the whole batch.
             `n_iter` is then the largest group's count.
 
-    Under `torch.compile` or `torch.export` the same iterations and stopping rule run as a `while_loop`
-    (the graph holds one iteration, so compile time does not grow with `max_iter`; the loop condition is the
-    stopping test, evaluated once per iteration by the compiled program); without a gradient and with
-    `tol <= 0` as a plain loop of `max_iter` iterations with no data-dependent control flow at all (compile
-    time grows with `max_iter`). When `cost` needs a gradient the compiled loop keeps the potentials of every
-    iteration and its backward pass walks them back as `grad_mode="recompute"` does (exact gradients through the
-    unrolled iterations; `grad_mode` is then not used, except `"detach"`; no double backward). `n_iter` is a
-    0-d tensor there.
+    Under `torch.compile` the solver runs as an opaque custom operator: these eager iterations and, with a
+    gradient, the `"recompute"` / `"checkpoint"` backward (`"unrolled"` is `"recompute"` there; no double
+    backward), so a compiled model gives eager's plans and gradients to the bit, and its compile time does not
+    depend on the solver. With `tol <= 0` a call reads nothing back to the host. Under `torch.export` the same
+    iterations and stopping rule run as a `while_loop` (the graph holds one iteration, so export time does not
+    grow with `max_iter`; the loop condition is the stopping test, evaluated once per iteration); without a
+    gradient and with `tol <= 0` as a plain loop of `max_iter` iterations. `n_iter` is a 0-d tensor under
+    both (on the CPU under `torch.compile`).
 
     Returns:
         The plan (B, M, N), or a `SinkhornResult`. float16/bfloat16 costs are solved in float32 and
@@ -496,7 +597,14 @@ def log_sinkhorn(
     if grad_mode == "detach":
         cost = cost.detach()
     with torch.autocast(cost.device.type, enabled=False):  # float32 even under autocast
-        if compiling and cost.requires_grad and torch.is_grad_enabled():
+        if compiling and not torch.compiler.is_exporting():
+            history = cost.requires_grad and torch.is_grad_enabled()  # "unrolled" is "recompute" here
+            keep_every = math.isqrt(max_iter - 1) + 1 if grad_mode == "checkpoint" else 1
+            plan, u, v, n_iter, _, _, _ = _opaque_solve(
+                cost, log_mu, log_nu, epsilon, max_iter, tol, check_every, keep_every, stop_groups or 0,
+                history,
+            )
+        elif compiling and cost.requires_grad and torch.is_grad_enabled():
             plan, u, v, iterations = _SinkhornLoopWithGrad.apply(
                 cost, log_mu, log_nu, epsilon, max_iter, tol, stop_groups
             )
