@@ -86,9 +86,6 @@ def test_transductive_training_lifts_the_unseen_classes(shipped_results):
     assert transductive["unseen_mean_iou"] > inductive["unseen_mean_iou"]  # issue 13's goal, as it is stated
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13's goal is not met yet: the shipped inductive OTSeg (its head "
-                   "started as the frozen CLIP's matcher, 100 steps) scores a little below its own frozen CLIP; see "
-                   "the README's world table")  # fmt: skip
 def test_trained_otseg_beats_its_frozen_clip(shipped_results, baseline_results):
     inductive = shipped_results[WORLD_OTSEG_DIR.name][1]
     assert inductive["harmonic_mean_iou"] >= baseline_results["harmonic_mean_iou"] + 0.10

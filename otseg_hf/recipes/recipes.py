@@ -182,7 +182,7 @@ RECIPES["otseg-world-inductive"] = Recipe(
     # chosen on the validation images (seed 1, seed-0 runs): with the image-caption-only world CLIP, whose frozen
     # dense argmax is weak, the reference's random head at 3e-4 learns (hIoU 26.4 / 33.7 / 36.8 after 400 / 800 /
     # 1,600 steps) where a head that starts as that weak matcher does not (3e-4: 16.5; 3e-5: 0.3); 1e-3 is worse
-    # (22.8 at 400 steps). 800 steps: the whole table (19 runs) must train on 2 shared CPU cores.
+    # (22.8 at 400 steps). 800 steps: the whole table (18 runs) must train on 2 shared CPU cores.
     max_steps=800,
     head_init="reference",
     learning_rate=3e-4,
