@@ -23,6 +23,8 @@ from .initialization import HEAD_INITS
 CUSTOM = "custom"  # the dataset of the recipe for your own data (`RECIPES["custom"]`, see `adapt_to_data`)
 MODEL_TYPES = ("otseg", "zegot")
 CLIP_VIT_B16 = "openai/clip-vit-base-patch16"
+
+
 @dataclass
 class Recipe:
     """One training run.
