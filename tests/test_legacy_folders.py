@@ -19,6 +19,7 @@ from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
 import otseg_hf  # noqa: F401  (registers the classes)
 from otseg_hf import OTSegForSemanticSegmentation, ZegOTForSemanticSegmentation
+from otseg_hf.model.modeling_base import _align_cpu_tensors
 
 FIXTURES = Path(__file__).parent / "fixtures" / "legacy_folders"
 
@@ -37,12 +38,15 @@ def test_legacy_folder_loads_and_gives_the_old_logits(name, model_class):
     # reference, and it reproduces the stored logits of the batch up to that coupling.
     old_class = get_class_from_dynamic_module(f"modeling_{name}.{model_class.__name__}", str(FIXTURES / name))
     old_model = old_class.from_pretrained(FIXTURES / name).eval()
+    _align_cpu_tensors(old_model)  # its weights in aligned memory, as today's from_pretrained leaves them
     assert old_class is not model_class
     with torch.no_grad():
         logits = model(pixel_values).logits
         old_alone = torch.cat([old_model(pixel_values[i : i + 1]).logits for i in range(len(pixel_values))])
         old_batched = old_model(pixel_values).logits
-    torch.testing.assert_close(old_batched, expected[f"{name}_logits"], rtol=0, atol=0)
+    # the stored logits are the old code's on the machine that made the fixture; another CPU (vector ISA) or
+    # weights loaded at another memory alignment round the sums differently, so to float32 rounding only
+    torch.testing.assert_close(old_batched, expected[f"{name}_logits"], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(logits, old_alone, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(logits, expected[f"{name}_logits"], rtol=0, atol=1e-4)  # the coupling is small
 

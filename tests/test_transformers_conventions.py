@@ -239,8 +239,11 @@ def test_offloaded_loading_gives_the_same_logits(build, tmp_path):
         offload_folder=str(tmp_path / "offload"),
     ).eval()
     assert any(p.device.type == "meta" for p in offloaded.parameters())  # something really is offloaded
+    # accelerate's hooks read the offloaded weights from the safetensors file at every forward, and safetensors
+    # can put them 4 bytes off a 64-byte boundary, where the CPU matrix kernels round differently (about 1e-7
+    # relative per product): close, not bit-identical (the weights kept in memory are realigned on load)
     with torch.no_grad():
-        torch.testing.assert_close(offloaded(images()).logits, model(images()).logits, rtol=0, atol=0)
+        torch.testing.assert_close(offloaded(images()).logits, model(images()).logits, rtol=1e-5, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------------

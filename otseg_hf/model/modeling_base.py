@@ -157,6 +157,42 @@ class VisionRecord:
     attentions: list[torch.Tensor] | None = field(default=None)
 
 
+ALIGNMENT = 64  # bytes: torch's CPU allocator's alignment
+
+
+def _align_cpu_tensors(model: nn.Module) -> None:
+    """Copy every CPU parameter and buffer whose data does not start on a 64-byte boundary into memory that
+    does (torch's own allocation), in place, keeping tensors that share memory shared.
+
+    transformers 5.x with safetensors >= 0.8 can load CPU weights into buffers at an offset of 4 bytes from that
+    boundary, and the CPU matrix kernels then take another path whose sums round differently (about 1e-7
+    relative): the same weights would give other logits after `save_pretrained` / `from_pretrained` than
+    before. Offloaded weights (on the "meta" device) are realigned where accelerate's hooks keep them in CPU
+    memory (`OffloadedWeightsLoader.state_dict`); those on disk are memory-mapped, page-aligned."""
+    copies: dict[int, torch.Tensor] = {}
+
+    def aligned(tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.device.type != "cpu" or tensor.data_ptr() % ALIGNMENT == 0:
+            return tensor
+        return copies.setdefault(tensor.data_ptr(), tensor.detach().clone())
+
+    for module in model.modules():
+        weights_map = getattr(getattr(module, "_hf_hook", None), "weights_map", None)
+        in_memory = getattr(getattr(weights_map, "dataset", None), "state_dict", None)
+        if isinstance(in_memory, dict):
+            for name, tensor in in_memory.items():
+                if isinstance(tensor, torch.Tensor):
+                    in_memory[name] = aligned(tensor)
+        for store in (module._parameters, module._buffers):
+            for name, tensor in store.items():
+                if tensor is None or aligned(tensor) is tensor:
+                    continue
+                if isinstance(tensor, nn.Parameter):
+                    tensor.data = aligned(tensor)
+                else:
+                    store[name] = aligned(tensor)
+
+
 class ZeroShotSegmentationPreTrainedModel(PreTrainedModel):
     """Base class of the models that wrap a frozen `CLIPModel` as `self.clip` and segment a vocabulary of class
     names (OTSeg and ZegOT).
@@ -177,7 +213,9 @@ class ZeroShotSegmentationPreTrainedModel(PreTrainedModel):
     ]  # fmt: skip
     _supports_sdpa = True
     _supports_flash_attn = False
-    supports_gradient_checkpointing = True  # CLIP's encoder layers recompute in training (GradientCheckpointingLayer)
+    supports_gradient_checkpointing = (
+        True  # CLIP's encoder layers recompute in training (GradientCheckpointingLayer)
+    )
     class_embedding_twice = False  # OTSeg's reference adds the class embedding twice to the CLS token
 
     @staticmethod
@@ -208,7 +246,8 @@ class ZeroShotSegmentationPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
-        """transformers' `from_pretrained`, then: `model.clip` frozen again, and a folder with missing weights
+        """transformers' `from_pretrained`, then: `model.clip` frozen again, CPU weights moved to aligned memory
+        (`_align_cpu_tensors`: the logits of a loaded model are the saved model's to the bit), and a folder with missing weights
         (transformers would initialise them at random and only print a report) or with NaN / infinite weights
         is a `ValueError` naming the tensors."""
         from safetensors import SafetensorError
@@ -220,11 +259,18 @@ class ZeroShotSegmentationPreTrainedModel(PreTrainedModel):
         except SafetensorError as error:
             raise ValueError(f"{where}: the weights file is damaged or cut short ({error})") from None
         model.clip.requires_grad_(False)
+        _align_cpu_tensors(model)
         dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
         offloaded = any(p.device.type == "meta" for p in model.parameters())  # device_map / offloading hooks
-        if isinstance(dtype, torch.dtype) and not offloaded and any(p.dtype != dtype for p in model.parameters()):
+        if (
+            isinstance(dtype, torch.dtype)
+            and not offloaded
+            and any(p.dtype != dtype for p in model.parameters())
+        ):
             model.to(dtype)  # the nested clip_config may pin float32: one dtype for the whole model, as asked
-            clip_config = model.config.clip_config  # and the configs say so (CLIP's text/vision ones kept float32)
+            clip_config = (
+                model.config.clip_config
+            )  # and the configs say so (CLIP's text/vision ones kept float32)
             for config in (model.config, clip_config, clip_config.text_config, clip_config.vision_config):
                 config.dtype = dtype
         missing = sorted(k for k in info.get("missing_keys", ()) if not k.endswith("position_ids"))
@@ -233,11 +279,17 @@ class ZeroShotSegmentationPreTrainedModel(PreTrainedModel):
                 f"{where} lacks {len(missing)} weight(s) of {cls.__name__}: {_first(missing)}; the folder is "
                 "damaged or of another model (they would be random): save it again or convert the checkpoint again"
             )
-        bad = [name for name, tensor in model.state_dict().items()
-               if tensor.is_floating_point() and tensor.device.type != "meta"
-               and not bool(torch.isfinite(tensor).all())]  # fmt: skip (offloaded tensors are on "meta")
+        bad = [
+            name
+            for name, tensor in model.state_dict().items()
+            if tensor.is_floating_point()
+            and tensor.device.type != "meta"
+            and not bool(torch.isfinite(tensor).all())
+        ]  # fmt: skip (offloaded tensors are on "meta")
         if bad:
-            raise ValueError(f"{where} holds NaN or infinite weights in {_first(bad)}: the weights are damaged")
+            raise ValueError(
+                f"{where} holds NaN or infinite weights in {_first(bad)}: the weights are damaged"
+            )
         return (model, info) if want_info else model
 
     @classmethod
@@ -409,7 +461,9 @@ class ZeroShotSegmentationPreTrainedModel(PreTrainedModel):
             record.hidden_states.append(hidden)
         return outputs
 
-    def _vision_record(self, output_hidden_states: bool | None, output_attentions: bool | None) -> VisionRecord:
+    def _vision_record(
+        self, output_hidden_states: bool | None, output_attentions: bool | None
+    ) -> VisionRecord:
         """What to record, `None` arguments falling back to the config as transformers models do."""
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
@@ -447,7 +501,9 @@ def check_pixel_values(pixel_values: torch.Tensor, vision_config, labels: torch.
             f"image height and width must be multiples of the patch size {patch}, got {height}x{width}; "
             "resize or pad them (the image processor does)"
         )
-    if labels is not None and (not isinstance(labels, torch.Tensor) or labels.dim() != 3 or len(labels) != batch):
+    if labels is not None and (
+        not isinstance(labels, torch.Tensor) or labels.dim() != 3 or len(labels) != batch
+    ):
         shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
         raise ValueError(f"labels must have shape (batch, height, width) with batch {batch}, got {shape}")
     if not torch.compiler.is_compiling() and not bool(torch.isfinite(pixel_values).all()):
