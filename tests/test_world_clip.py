@@ -267,5 +267,8 @@ def test_pretrain_clip_smoke(tmp_path):
 def test_pretrain_clip_rejects_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="max-train-steps"):
         pretrain_clip.parse_args(["--output-dir", str(tmp_path), "--max-train-steps", "0"])
+    for weight in ("-1", "nan"):
+        with pytest.raises(ValueError, match="patch-loss-weight must be 0 or positive, got"):
+            pretrain_clip.parse_args(["--output-dir", str(tmp_path), "--patch-loss-weight", weight])
     with pytest.raises(ValueError, match="multiple"):
         pretrain_clip.parse_args(["--output-dir", str(tmp_path), "--image-size", "60"])

@@ -7,8 +7,8 @@ stuff classes, 7 of them unseen by OTSeg's training. With `--unseen captioned` (
 show and name the unseen classes like any other, as a web-trained CLIP knows classes that a segmentation set
 leaves out; with `--unseen never` no unseen class is ever drawn or named. No mask or label map is used: the
 model learns from CLIP's scene-caption InfoNCE loss alone (a patch-phrase grounding loss is opt-in,
-`--patch-loss-weight`; see `otseg_hf.world.clip`) on fresh captioned scenes every step (`otseg_hf.world.captions`, seeds 1000 + seed). At the end it is
-evaluated zero-shot among all 26 class names ("a photo of a {}.") on held-out scenes (seed 1500 + seed): the
+`--patch-loss-weight`; see `otseg_hf.world.clip`) on fresh captioned scenes every step
+(`otseg_hf.world.captions`, seeds 1000 + seed). At the end it is evaluated zero-shot among all 26 class names ("a photo of a {}.") on held-out scenes (seed 1500 + seed): the
 patches one class covers at least half of, by their patch embeddings, seen / unseen / things / stuff apart.
 `DIR` gets the `CLIPModel` (safetensors), the tokenizer and `zero_shot_results.json`; OTSeg then
 builds on it with `OTSegForSemanticSegmentation.from_clip(DIR, ...)`.
@@ -100,6 +100,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in positive:
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if not args.patch_loss_weight >= 0:  # also refuses nan
+        raise ValueError(f"--patch-loss-weight must be 0 or positive, got {args.patch_loss_weight}")
     if args.image_size % args.patch_size:
         raise ValueError(
             f"--image-size {args.image_size} must be a multiple of --patch-size {args.patch_size}"

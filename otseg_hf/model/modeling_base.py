@@ -168,7 +168,7 @@ def _align_cpu_tensors(model: nn.Module) -> None:
     boundary, and the CPU matrix kernels then take another path whose sums round differently (about 1e-7
     relative): the same weights would give other logits after `save_pretrained` / `from_pretrained` than
     before. Offloaded weights (on the "meta" device) are realigned where accelerate's hooks keep them in CPU
-    memory (`OffloadedWeightsLoader.state_dict`); those on disk are memory-mapped, page-aligned."""
+    memory (`OffloadedWeightsLoader.state_dict`); those it reads from the weights file at every forward cannot be."""
     copies: dict[int, torch.Tensor] = {}
 
     def aligned(tensor: torch.Tensor) -> torch.Tensor:
@@ -185,12 +185,13 @@ def _align_cpu_tensors(model: nn.Module) -> None:
                     in_memory[name] = aligned(tensor)
         for store in (module._parameters, module._buffers):
             for name, tensor in store.items():
-                if tensor is None or aligned(tensor) is tensor:
+                copy = tensor if tensor is None else aligned(tensor)
+                if copy is tensor:
                     continue
                 if isinstance(tensor, nn.Parameter):
-                    tensor.data = aligned(tensor)
+                    tensor.data = copy
                 else:
-                    store[name] = aligned(tensor)
+                    store[name] = copy
 
 
 class ZeroShotSegmentationPreTrainedModel(PreTrainedModel):
@@ -213,9 +214,7 @@ class ZeroShotSegmentationPreTrainedModel(PreTrainedModel):
     ]  # fmt: skip
     _supports_sdpa = True
     _supports_flash_attn = False
-    supports_gradient_checkpointing = (
-        True  # CLIP's encoder layers recompute in training (GradientCheckpointingLayer)
-    )
+    supports_gradient_checkpointing = True  # CLIP's encoder layers recompute in training (GradientCheckpointingLayer)
     class_embedding_twice = False  # OTSeg's reference adds the class embedding twice to the CLS token
 
     @staticmethod
@@ -247,9 +246,9 @@ class ZeroShotSegmentationPreTrainedModel(PreTrainedModel):
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
         """transformers' `from_pretrained`, then: `model.clip` frozen again, CPU weights moved to aligned memory
-        (`_align_cpu_tensors`: the logits of a loaded model are the saved model's to the bit), and a folder with missing weights
-        (transformers would initialise them at random and only print a report) or with NaN / infinite weights
-        is a `ValueError` naming the tensors."""
+        (`_align_cpu_tensors`: a loaded model's logits are the saved model's to the bit), and a folder with
+        missing weights (transformers would initialise them at random and only print a report) or with NaN /
+        infinite weights is a `ValueError` naming the tensors."""
         from safetensors import SafetensorError
 
         want_info = kwargs.pop("output_loading_info", False)
@@ -262,15 +261,9 @@ class ZeroShotSegmentationPreTrainedModel(PreTrainedModel):
         _align_cpu_tensors(model)
         dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
         offloaded = any(p.device.type == "meta" for p in model.parameters())  # device_map / offloading hooks
-        if (
-            isinstance(dtype, torch.dtype)
-            and not offloaded
-            and any(p.dtype != dtype for p in model.parameters())
-        ):
+        if isinstance(dtype, torch.dtype) and not offloaded and any(p.dtype != dtype for p in model.parameters()):
             model.to(dtype)  # the nested clip_config may pin float32: one dtype for the whole model, as asked
-            clip_config = (
-                model.config.clip_config
-            )  # and the configs say so (CLIP's text/vision ones kept float32)
+            clip_config = model.config.clip_config  # and the configs say so (CLIP's text/vision ones kept float32)
             for config in (model.config, clip_config, clip_config.text_config, clip_config.vision_config):
                 config.dtype = dtype
         missing = sorted(k for k in info.get("missing_keys", ()) if not k.endswith("position_ids"))
@@ -279,17 +272,11 @@ class ZeroShotSegmentationPreTrainedModel(PreTrainedModel):
                 f"{where} lacks {len(missing)} weight(s) of {cls.__name__}: {_first(missing)}; the folder is "
                 "damaged or of another model (they would be random): save it again or convert the checkpoint again"
             )
-        bad = [
-            name
-            for name, tensor in model.state_dict().items()
-            if tensor.is_floating_point()
-            and tensor.device.type != "meta"
-            and not bool(torch.isfinite(tensor).all())
-        ]  # fmt: skip (offloaded tensors are on "meta")
+        bad = [name for name, tensor in model.state_dict().items()
+               if tensor.is_floating_point() and tensor.device.type != "meta"
+               and not bool(torch.isfinite(tensor).all())]  # fmt: skip (offloaded tensors are on "meta")
         if bad:
-            raise ValueError(
-                f"{where} holds NaN or infinite weights in {_first(bad)}: the weights are damaged"
-            )
+            raise ValueError(f"{where} holds NaN or infinite weights in {_first(bad)}: the weights are damaged")
         return (model, info) if want_info else model
 
     @classmethod
@@ -461,9 +448,7 @@ class ZeroShotSegmentationPreTrainedModel(PreTrainedModel):
             record.hidden_states.append(hidden)
         return outputs
 
-    def _vision_record(
-        self, output_hidden_states: bool | None, output_attentions: bool | None
-    ) -> VisionRecord:
+    def _vision_record(self, output_hidden_states: bool | None, output_attentions: bool | None) -> VisionRecord:
         """What to record, `None` arguments falling back to the config as transformers models do."""
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
@@ -501,9 +486,7 @@ def check_pixel_values(pixel_values: torch.Tensor, vision_config, labels: torch.
             f"image height and width must be multiples of the patch size {patch}, got {height}x{width}; "
             "resize or pad them (the image processor does)"
         )
-    if labels is not None and (
-        not isinstance(labels, torch.Tensor) or labels.dim() != 3 or len(labels) != batch
-    ):
+    if labels is not None and (not isinstance(labels, torch.Tensor) or labels.dim() != 3 or len(labels) != batch):
         shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
         raise ValueError(f"labels must have shape (batch, height, width) with batch {batch}, got {shape}")
     if not torch.compiler.is_compiling() and not bool(torch.isfinite(pixel_values).all()):
