@@ -123,7 +123,8 @@ def test_copies_of_the_module_register_their_own_operators():
     a duplicate."""
     copies = []
     for _ in range(2):  # the second: the same module executed again (transformers does when its file changed)
-        spec = importlib.util.spec_from_file_location("hub_copy_of_sinkhorn", Path(sinkhorn.__file__))
+        # in a package, as a Hub folder's copy is (its relative import of sinkhorn_iterations resolves there)
+        spec = importlib.util.spec_from_file_location("otseg_hf.model.hub_copy_of_sinkhorn", Path(sinkhorn.__file__))
         copies.append(importlib.util.module_from_spec(spec))
         spec.loader.exec_module(copies[-1])
     names = {module._opaque_solve._qualname for module in (sinkhorn, *copies)}
