@@ -178,6 +178,10 @@ def main(argv=None) -> dict:
             matrix = confusion_matrix_image(metric.confusion_matrix.cpu().numpy(), metric.class_names)
             matrix_path = save_png(matrix, output.with_name(output.stem + "_confusion.png"))
             print(f"plots written to {chart} and {matrix_path}")
+    # every process waits for the main one's writes, then the process group closes: a process that exits with
+    # it open can abort at exit (gloo's threads: "terminate called without an active exception", exit code -6)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
     return json.loads(json.dumps(metric.to_json(results)))
 
 

@@ -245,6 +245,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         + ", ".join(f"{key} {value:.1%}" for key, value in results.items() if key.startswith("patch_"))
         + f"\ntrained {completed_steps} steps in {train_seconds:.0f} s; saved to {args.output_dir}"
     )
+    accelerator.wait_for_everyone()
+    accelerator.end_training()  # the process group closes before exit (see training/evaluate.py)
     return results
 
 
