@@ -130,11 +130,25 @@ def test_resume_latest_on_one_process(tmp_path):
     assert all(torch.equal(full[k], again[k]) for k in full)
 
 
+# evaluate.py's main, then whether the process group is still open: a process that exits with it open can abort
+# at exit (gloo's threads: "terminate called without an active exception"), at random
+CLOSES_GROUP = '''import sys
+import torch.distributed as dist
+sys.path.insert(0, sys.argv.pop(1))
+from training.evaluate import main
+main(sys.argv[1:])
+print("process group open after main:", dist.is_initialized())
+'''
+
+
 def test_metrics_identical_with_one_and_two_processes(two_process_run, tmp_path):
     out, _ = two_process_run
-    common = [EVALUATE, "--model", str(out), "--dataset", "synthetic", "--num-images", "7"]  # 7: uneven split
-    run([*common, "--output", str(tmp_path / "one.json")])
-    run([*common, "--output", str(tmp_path / "two.json")], 2, port=29613)
+    options = ["--model", str(out), "--dataset", "synthetic", "--num-images", "7"]  # 7: uneven split
+    run([EVALUATE, *options, "--output", str(tmp_path / "one.json")])
+    wrapper = tmp_path / "closes_group.py"
+    wrapper.write_text(CLOSES_GROUP)
+    two = run([str(wrapper), str(ROOT), *options, "--output", str(tmp_path / "two.json")], 2, port=29613)
+    assert two.stdout.count("process group open after main: False") == 2, two.stdout[-2000:]
     one, two = (json.loads((tmp_path / name).read_text()) for name in ("one.json", "two.json"))
     assert one == two
     assert sum(c["pixels"] for c in one["per_class"]) > 0
