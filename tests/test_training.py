@@ -147,8 +147,8 @@ def test_metrics_identical_with_one_and_two_processes(two_process_run, tmp_path)
     run([EVALUATE, *options, "--output", str(tmp_path / "one.json")])
     wrapper = tmp_path / "closes_group.py"
     wrapper.write_text(CLOSES_GROUP)
-    two = run([str(wrapper), str(ROOT), *options, "--output", str(tmp_path / "two.json")], 2, port=29613)
-    assert two.stdout.count("process group open after main: False") == 2, two.stdout[-2000:]
+    launched = run([str(wrapper), str(ROOT), *options, "--output", str(tmp_path / "two.json")], 2, port=29613)
+    assert launched.stdout.count("process group open after main: False") == 2, launched.stdout[-2000:]
     one, two = (json.loads((tmp_path / name).read_text()) for name in ("one.json", "two.json"))
     assert one == two
     assert sum(c["pixels"] for c in one["per_class"]) > 0
